@@ -1,0 +1,487 @@
+"""The bounded visual memory of one stream, stored in Redis.
+
+Per stream, an ordered list of slots. Every slot has the same side ``s`` (the paper's
+rule, see ``compressor.plan_side``); when an append makes ``s`` fall, the stored slots
+are re-pooled in place. Once ``s`` is at ``min_side`` and another slot would not fit,
+the lowest-scoring adjacent pair (``merge.MergePolicy``) is merged temporally, so
+
+    layout_cost(sides, text_tokens) <= budget
+
+holds after every write, for streams of any length.
+
+Appends are idempotent and ordered by frame sequence number: the memory holds exactly
+the frames ``0 .. next_seq - 1``. A frame that arrives ahead of its predecessors waits
+in a small ``pending`` hash until the gap closes; a frame below ``next_seq`` is a retry
+and is ignored. Every write runs as one optimistic transaction (WATCH on the meta key,
+MULTI/EXEC), so concurrent writers never break the invariant.
+
+Redis keys (``{sid}`` in a hash tag so a stream's keys share a cluster slot)::
+
+    {p}:{sid}:meta        hash   config + counters (side, n_slots, next_seq, version, ...)
+    {p}:{sid}:slots       hash   slot id -> JSON span metadata
+    {p}:{sid}:pairs       hash   left slot id -> merge score of (left, its right neighbour)
+    {p}:{sid}:tok:{id}    string raw tokens [side, side, D] in the storage dtype
+    {p}:{sid}:thumb:{id}  string JPEG thumbnail
+    {p}:{sid}:pending     hash   seq -> packed EncodedFrame waiting for its predecessors
+
+numpy + redis only: the API process reads the memory without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import redis
+
+from model.compressor import BudgetError, layout_cost, max_slots, merge_tokens, plan_side, pool
+from model.merge import get_policy
+from model.slots import EncodedFrame, Slot
+
+StorageDtype = Literal["float16", "float32"]
+
+
+class _Stale(Exception):
+    """A read saw a key a concurrent writer had just replaced: retry the transaction."""
+
+
+def _blob(raw: bytes | None) -> bytes:
+    if raw is None:
+        raise _Stale
+    return raw
+
+
+def _grid(raw: bytes | None, side: int, dim: int, dtype: str) -> np.ndarray:
+    """Raw stored tokens -> [side, side, dim]; a size mismatch means a concurrent rewrite."""
+    data = _blob(raw)
+    if len(data) != side * side * dim * np.dtype(dtype).itemsize:
+        raise _Stale
+    return np.frombuffer(data, dtype=dtype).reshape(side, side, dim)
+
+
+class UnknownStream(KeyError):
+    """No memory exists for this stream id."""
+
+    code = "unknown_stream"
+
+    def __str__(self) -> str:
+        return f"unknown stream {self.args[0]!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """Per-stream memory parameters, fixed when the memory is created.
+
+    budget:      max prompt tokens of the memory (visual tokens + per-slot timestamp text).
+    s_max:       the backend's native grid side (14 for LLaVA-OneVision video).
+    dim:         token width D.
+    text_tokens: tokens reserved per slot for its timestamp text (0: the paper's pure rule).
+    min_side:    smallest grid side before slots merge temporally.
+    policy:      merge policy name (``merge.POLICIES``).
+    dtype:       storage dtype of the tokens.
+    """
+
+    budget: int
+    s_max: int
+    dim: int
+    text_tokens: int = 0
+    min_side: int = 1
+    policy: str = "similar"
+    dtype: StorageDtype = "float16"
+
+    def __post_init__(self) -> None:
+        if self.s_max < 1 or self.dim < 1 or not 1 <= self.min_side <= self.s_max:
+            raise ValueError(f"bad memory geometry: {self}")
+        if max_slots(self.budget, self.text_tokens, self.min_side) < 2:
+            raise ValueError(f"budget {self.budget} holds fewer than 2 slots at side {self.min_side}")
+        get_policy(self.policy)
+
+    @property
+    def max_slots(self) -> int:
+        return max_slots(self.budget, self.text_tokens, self.min_side)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo:
+    """A slot's metadata without its tokens."""
+
+    slot_id: int
+    t0: float
+    t1: float
+    seq_lo: int
+    seq_hi: int
+    side: int
+    wall0: float | None = None
+    wall1: float | None = None
+
+    @property
+    def frames(self) -> int:
+        return self.seq_hi - self.seq_lo + 1
+
+    def to_json(self) -> str:
+        return json.dumps([self.t0, self.t1, self.seq_lo, self.seq_hi, self.side, self.wall0, self.wall1])
+
+    @classmethod
+    def from_json(cls, slot_id: int, raw: bytes | str) -> SlotInfo:
+        t0, t1, lo, hi, side, w0, w1 = json.loads(raw)
+        return cls(slot_id, t0, t1, lo, hi, side, w0, w1)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryState:
+    """A consistent view of one stream's memory. ``slots`` in time order."""
+
+    stream_id: str
+    config: MemoryConfig
+    version: int
+    next_seq: int
+    side: int
+    slots: tuple[SlotInfo, ...]
+    tokens: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def tokens_used(self) -> int:
+        return layout_cost((s.side for s in self.slots), self.config.text_tokens)
+
+    def as_slots(self) -> list[Slot]:
+        """The slots with their tokens (requires a state read with tokens)."""
+        return [
+            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id]) for s in self.slots
+        ]
+
+
+_HEADER = struct.Struct("<I")
+
+
+def _pack_frame(f: EncodedFrame) -> bytes:
+    head = json.dumps(
+        [f.seq, f.t, f.wall_time, list(f.tokens.shape), str(f.tokens.dtype), len(f.thumb)]
+    ).encode()
+    return _HEADER.pack(len(head)) + head + f.thumb + np.ascontiguousarray(f.tokens).tobytes()
+
+
+def _unpack_frame(raw: bytes) -> EncodedFrame:
+    (n,) = _HEADER.unpack_from(raw)
+    seq, t, wall, shape, dtype, n_thumb = json.loads(raw[_HEADER.size : _HEADER.size + n])
+    body = _HEADER.size + n
+    thumb = raw[body : body + n_thumb]
+    tokens = np.frombuffer(raw[body + n_thumb :], dtype=dtype).reshape(shape)
+    return EncodedFrame(seq=seq, t=t, tokens=tokens, thumb=thumb, wall_time=wall)
+
+
+class _Work:
+    """The in-Python working copy of one append: slot metadata, lazily loaded tokens, changes."""
+
+    def __init__(self, mem: TokenMemory, pipe: Any, sid: str, cfg: MemoryConfig, meta: dict[str, str]) -> None:
+        self.mem, self.pipe, self.sid, self.cfg = mem, pipe, sid, cfg
+        self.policy = get_policy(cfg.policy)
+        self.side = int(meta["side"])
+        self.next_id = int(meta["next_slot_id"])
+        raw_slots = pipe.hgetall(mem.key(sid, "slots"))
+        infos = [SlotInfo.from_json(int(k), v) for k, v in raw_slots.items()]
+        self.order: list[SlotInfo] = sorted(infos, key=lambda s: s.seq_lo)
+        self.pairs: dict[int, float] = {int(k): float(v) for k, v in pipe.hgetall(mem.key(sid, "pairs")).items()}
+        self.tokens: dict[int, np.ndarray] = {}
+        self.thumbs: dict[int, bytes] = {}
+        self.dirty_tokens: set[int] = set()
+        self.removed: set[int] = set()
+        self.dirty_pairs: set[int] = set()
+
+    def load(self, slot_id: int) -> np.ndarray:
+        if slot_id not in self.tokens:
+            info = next(s for s in self.order if s.slot_id == slot_id)
+            raw = self.pipe.get(self.mem.key(self.sid, f"tok:{slot_id}"))
+            self.tokens[slot_id] = _grid(raw, info.side, self.cfg.dim, self.cfg.dtype)
+        return self.tokens[slot_id]
+
+    def repool_all(self, side: int) -> None:
+        for i, info in enumerate(self.order):
+            if info.side != side:
+                self.tokens[info.slot_id] = pool(self.load(info.slot_id), side)
+                self.order[i] = _replace_side(info, side)
+                self.dirty_tokens.add(info.slot_id)
+        self.side = side
+
+    def add(self, f: EncodedFrame) -> None:
+        sid = self.next_id
+        self.next_id += 1
+        toks = pool(f.tokens.astype(self.cfg.dtype), self.side)
+        self.order.append(SlotInfo(sid, f.t, f.t, f.seq, f.seq, self.side, f.wall_time, f.wall_time))
+        self.tokens[sid] = toks
+        self.thumbs[sid] = f.thumb
+        self.dirty_tokens.add(sid)
+        self._rescore(len(self.order) - 2)
+
+    def _mean(self, i: int) -> np.ndarray | None:
+        if not self.policy.needs_tokens:
+            return None
+        return self.load(self.order[i].slot_id).reshape(-1, self.cfg.dim).astype(np.float32).mean(axis=0)
+
+    def _rescore(self, i: int) -> None:
+        """Re-score the pair (order[i], order[i+1]) if both exist."""
+        if i < 0 or i + 1 >= len(self.order):
+            return
+        left, right = self.order[i], self.order[i + 1]
+        self.pairs[left.slot_id] = self.policy.score(left.frames, right.frames, self._mean(i), self._mean(i + 1))
+        self.dirty_pairs.add(left.slot_id)
+
+    def merge_one(self) -> None:
+        """Merge the lowest-scoring adjacent pair (oldest on ties)."""
+        pos = {s.slot_id: i for i, s in enumerate(self.order)}
+        left_id = min(self.pairs, key=lambda k: (self.pairs[k], self.order[pos[k]].seq_lo))
+        i = pos[left_id]
+        left, right = self.order[i], self.order[i + 1]
+        merged = merge_tokens(self.load(left.slot_id), left.frames, self.load(right.slot_id), right.frames)
+        self.tokens[left.slot_id] = merged
+        self.dirty_tokens.add(left.slot_id)
+        self.order[i] = SlotInfo(
+            left.slot_id, left.t0, right.t1, left.seq_lo, right.seq_hi, left.side, left.wall0, right.wall1
+        )
+        del self.order[i + 1]
+        self.pairs.pop(right.slot_id, None)
+        self.tokens.pop(right.slot_id, None)
+        self.thumbs.pop(right.slot_id, None)
+        self.dirty_tokens.discard(right.slot_id)
+        self.removed.add(right.slot_id)
+        if i + 1 >= len(self.order):  # left is now the last slot: it has no right neighbour
+            self.pairs.pop(left.slot_id, None)
+            self.dirty_pairs.add(left.slot_id)
+        self._rescore(i - 1)
+        self._rescore(i)
+
+
+def _replace_side(info: SlotInfo, side: int) -> SlotInfo:
+    return SlotInfo(info.slot_id, info.t0, info.t1, info.seq_lo, info.seq_hi, side, info.wall0, info.wall1)
+
+
+class TokenMemory:
+    """Per-stream bounded token memories in one Redis database."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vm") -> None:
+        self.r = client
+        self.prefix = prefix
+
+    def key(self, sid: str, part: str) -> str:
+        return f"{self.prefix}:{{{sid}}}:{part}"
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def create(self, sid: str, cfg: MemoryConfig) -> MemoryConfig:
+        """Create the memory if absent (idempotent); returns the config in force."""
+        meta = self.key(sid, "meta")
+        fields = {
+            "budget": cfg.budget,
+            "s_max": cfg.s_max,
+            "dim": cfg.dim,
+            "text_tokens": cfg.text_tokens,
+            "min_side": cfg.min_side,
+            "policy": cfg.policy,
+            "dtype": cfg.dtype,
+            "side": cfg.s_max,
+            "n_slots": 0,
+            "next_seq": 0,
+            "next_slot_id": 0,
+            "version": 0,
+        }
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(meta)
+                    if pipe.exists(meta):
+                        pipe.unwatch()
+                        return self.config(sid)
+                    pipe.multi()
+                    pipe.hset(meta, mapping=fields)
+                    pipe.execute()
+                    return cfg
+                except redis.WatchError:
+                    continue
+
+    def exists(self, sid: str) -> bool:
+        return bool(self.r.exists(self.key(sid, "meta")))
+
+    def config(self, sid: str) -> MemoryConfig:
+        meta = self.r.hgetall(self.key(sid, "meta"))
+        if not meta:
+            raise UnknownStream(sid)
+        return _config_from_meta(meta)
+
+    def delete(self, sid: str) -> None:
+        keys = [self.key(sid, p) for p in ("meta", "slots", "pairs", "pending")]
+        ids = [int(k) for k in self.r.hkeys(self.key(sid, "slots"))]
+        keys += [self.key(sid, f"tok:{i}") for i in ids] + [self.key(sid, f"thumb:{i}") for i in ids]
+        self.r.delete(*keys)
+
+    # ---- writes ----------------------------------------------------------------------------
+
+    def append(self, sid: str, frames: Sequence[EncodedFrame]) -> int:
+        """Add encoded frames (any order, retries welcome). Returns the memory's next_seq after it."""
+        meta_key = self.key(sid, "meta")
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(meta_key)
+                    return self._append_once(pipe, sid, frames)
+                except (redis.WatchError, _Stale):
+                    pipe.reset()
+
+    def _append_once(self, pipe: Any, sid: str, frames: Sequence[EncodedFrame]) -> int:
+        meta = _decode(pipe.hgetall(self.key(sid, "meta")))
+        if not meta:
+            raise UnknownStream(sid)
+        cfg = _config_from_meta(meta)
+        next_seq = int(meta["next_seq"])
+        for f in frames:
+            if f.tokens.shape[-1] != cfg.dim or f.tokens.shape[0] != f.tokens.shape[1]:
+                raise ValueError(f"frame {f.seq}: tokens {f.tokens.shape} do not fit [s, s, {cfg.dim}]")
+        pend_key = self.key(sid, "pending")
+        waiting = {int(k) for k in pipe.hkeys(pend_key)}
+        fresh = {f.seq: f for f in frames if f.seq >= next_seq}
+        run: list[EncodedFrame] = []
+        seq = next_seq
+        while seq in fresh or seq in waiting:
+            run.append(fresh[seq] if seq in fresh else _unpack_frame(_blob(pipe.hget(pend_key, str(seq)))))
+            seq += 1
+        stage = {s: f for s, f in fresh.items() if s >= seq and s not in waiting}
+        work = _Work(self, pipe, sid, cfg, meta) if run else None
+        if work is not None:
+            n_final = min(len(work.order) + len(run), cfg.max_slots)
+            target = plan_side(n_final, cfg.budget, cfg.s_max, cfg.text_tokens, cfg.min_side)
+            if target < work.side:
+                work.repool_all(target)
+            for f in run:
+                work.add(f)
+                if len(work.order) > cfg.max_slots:
+                    work.merge_one()
+            cost = layout_cost((s.side for s in work.order), cfg.text_tokens)
+            if cost > cfg.budget:
+                raise BudgetError(f"memory {sid} would cost {cost} tokens over its budget {cfg.budget}")
+        pipe.multi()
+        pipe.hincrby(self.key(sid, "meta"), "version", 1)
+        if stage:
+            pipe.hset(pend_key, mapping={str(s): _pack_frame(f) for s, f in stage.items()})
+        if work is not None:
+            self._write(pipe, sid, work, consumed=[f.seq for f in run if f.seq in waiting], next_seq=seq)
+        pipe.execute()
+        return seq
+
+    def _write(self, pipe: Any, sid: str, work: _Work, consumed: list[int], next_seq: int) -> None:
+        pipe.hset(
+            self.key(sid, "meta"),
+            mapping={
+                "side": work.side,
+                "n_slots": len(work.order),
+                "next_seq": next_seq,
+                "next_slot_id": work.next_id,
+            },
+        )
+        if consumed:
+            pipe.hdel(self.key(sid, "pending"), *[str(s) for s in consumed])
+        infos = {s.slot_id: s for s in work.order}
+        changed = {i: infos[i].to_json() for i in work.dirty_tokens if i in infos}
+        if changed:
+            pipe.hset(self.key(sid, "slots"), mapping=changed)
+        for i in work.dirty_tokens:
+            if i in infos:
+                pipe.set(self.key(sid, f"tok:{i}"), np.ascontiguousarray(work.tokens[i]).tobytes())
+        for i, thumb in work.thumbs.items():
+            if i in infos and thumb:
+                pipe.set(self.key(sid, f"thumb:{i}"), thumb)
+        if work.removed:
+            pipe.hdel(self.key(sid, "slots"), *work.removed)
+            pipe.hdel(self.key(sid, "pairs"), *work.removed)
+            pipe.delete(*[self.key(sid, f"tok:{i}") for i in work.removed])
+            pipe.delete(*[self.key(sid, f"thumb:{i}") for i in work.removed])
+        scores = {i: work.pairs[i] for i in work.dirty_pairs if i in work.pairs}
+        gone = [i for i in work.dirty_pairs if i not in work.pairs and i not in work.removed]
+        if scores:
+            pipe.hset(self.key(sid, "pairs"), mapping=scores)
+        if gone:
+            pipe.hdel(self.key(sid, "pairs"), *gone)
+
+    # ---- reads -----------------------------------------------------------------------------
+
+    def state(self, sid: str, with_tokens: bool = False) -> MemoryState:
+        """A consistent snapshot (retried if a writer commits while it is read)."""
+        meta_key = self.key(sid, "meta")
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(meta_key)
+                    meta = _decode(pipe.hgetall(meta_key))
+                    if not meta:
+                        raise UnknownStream(sid)
+                    cfg = _config_from_meta(meta)
+                    raw = pipe.hgetall(self.key(sid, "slots"))
+                    infos = sorted(
+                        (SlotInfo.from_json(int(k), v) for k, v in raw.items()), key=lambda s: s.seq_lo
+                    )
+                    tokens: dict[int, np.ndarray] = {}
+                    if with_tokens and infos:
+                        blobs = pipe.mget([self.key(sid, f"tok:{s.slot_id}") for s in infos])
+                        for s, blob in zip(infos, blobs, strict=True):
+                            tokens[s.slot_id] = _grid(blob, s.side, cfg.dim, cfg.dtype)
+                    pipe.multi()
+                    pipe.execute()  # fails with WatchError if a writer committed meanwhile
+                    return MemoryState(
+                        stream_id=sid,
+                        config=cfg,
+                        version=int(meta["version"]),
+                        next_seq=int(meta["next_seq"]),
+                        side=int(meta["side"]),
+                        slots=tuple(infos),
+                        tokens=tokens,
+                    )
+                except (redis.WatchError, _Stale):
+                    pipe.reset()
+
+    def thumbnail(self, sid: str, slot_id: int) -> bytes | None:
+        return self.r.get(self.key(sid, f"thumb:{slot_id}"))
+
+    def pending_seqs(self, sid: str) -> list[int]:
+        return sorted(int(k) for k in self.r.hkeys(self.key(sid, "pending")))
+
+    def stored_bytes(self, sid: str) -> int:
+        """Payload bytes held for the stream (tokens, thumbnails, metadata, pending frames)."""
+        ids = [int(k) for k in self.r.hkeys(self.key(sid, "slots"))]
+        with self.r.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.strlen(self.key(sid, f"tok:{i}"))
+                pipe.strlen(self.key(sid, f"thumb:{i}"))
+            for part in ("meta", "slots", "pairs", "pending"):
+                pipe.hgetall(self.key(sid, part))
+            out = pipe.execute()
+        sizes = out[: 2 * len(ids)]
+        hashes = out[2 * len(ids) :]
+        return int(sum(sizes)) + sum(len(k) + len(v) for h in hashes for k, v in h.items())
+
+
+def _decode(meta: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in meta.items()
+    }
+
+
+def _config_from_meta(meta: dict[Any, Any]) -> MemoryConfig:
+    m = _decode(meta)
+    dtype: StorageDtype = "float32" if m["dtype"] == "float32" else "float16"
+    return MemoryConfig(
+        budget=int(m["budget"]),
+        s_max=int(m["s_max"]),
+        dim=int(m["dim"]),
+        text_tokens=int(m["text_tokens"]),
+        min_side=int(m["min_side"]),
+        policy=m["policy"],
+        dtype=dtype,
+    )
+
+
+def frames_in(state: MemoryState) -> Iterable[int]:
+    """Every frame sequence number the memory covers, in order (for checks and tests)."""
+    for s in state.slots:
+        yield from range(s.seq_lo, s.seq_hi + 1)

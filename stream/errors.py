@@ -1,0 +1,39 @@
+"""Typed errors raised by sources. Each carries a stable machine-readable ``code``."""
+
+from __future__ import annotations
+
+
+class SourceError(Exception):
+    """Base class: the input could not be read as video."""
+
+    code = "source_error"
+
+
+class ForbiddenUrl(SourceError):
+    """The URL's scheme or host is not on the allow-list (e.g. file:, concat:, data:)."""
+
+    code = "forbidden_url"
+
+
+class UnreachableSource(SourceError):
+    """The URL could not be opened (connection refused, DNS failure, HTTP 4xx/5xx, timeout)."""
+
+    code = "unreachable_source"
+
+
+class NotAVideo(SourceError):
+    """The input is not a media container FFmpeg understands (text, empty file, random bytes)."""
+
+    code = "not_a_video"
+
+
+class NoVideoStream(SourceError):
+    """The container opened but holds no video stream (e.g. audio-only)."""
+
+    code = "no_video_stream"
+
+
+class CorruptVideo(SourceError):
+    """The container has a video stream but no frame could be decoded from it."""
+
+    code = "corrupt_video"

@@ -1,0 +1,163 @@
+"""The Redis token memory: budget rule, re-pooling, merging, idempotency, consistency."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import redis
+
+from model.compressor import layout_cost, plan_side
+from model.memory import MemoryConfig, TokenMemory, UnknownStream, frames_in
+from model.slots import EncodedFrame
+
+D = 8
+
+
+def frame(seq: int, s: int = 14, value: float | None = None) -> EncodedFrame:
+    rng = np.random.default_rng(seq)
+    toks = rng.standard_normal((s, s, D)).astype(np.float32)
+    if value is not None:
+        toks[:] = value
+    return EncodedFrame(seq=seq, t=float(seq), tokens=toks, thumb=b"jpg%d" % seq)
+
+
+def check(mem: TokenMemory, sid: str, n_frames: int) -> None:
+    st = mem.state(sid, with_tokens=True)
+    cfg = st.config
+    assert st.tokens_used <= cfg.budget
+    assert list(frames_in(st)) == list(range(n_frames))
+    assert st.next_seq == n_frames
+    assert len({s.side for s in st.slots}) <= 1
+    if st.slots:
+        n = len(st.slots)
+        assert st.side == plan_side(n, cfg.budget, cfg.s_max, cfg.text_tokens, cfg.min_side)
+        for s in st.slots:
+            assert st.tokens[s.slot_id].shape == (s.side, s.side, D)
+    assert st.tokens_used == layout_cost([s.side for s in st.slots], cfg.text_tokens)
+
+
+def test_short_stream_keeps_full_detail(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=196 * 8, s_max=14, dim=D))
+    f = frame(0)
+    mem.append("s", [f])
+    st = mem.state("s", with_tokens=True)
+    assert st.side == 14 and st.tokens_used == 196
+    np.testing.assert_allclose(st.tokens[st.slots[0].slot_id], f.tokens.astype(np.float16))
+    assert mem.thumbnail("s", st.slots[0].slot_id) == b"jpg0"
+
+
+def test_side_falls_as_stream_grows_then_merges(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    cfg = MemoryConfig(budget=200, s_max=14, dim=D, policy="uniform")
+    mem.create("s", cfg)
+    sides = []
+    for seq in range(400):
+        mem.append("s", [frame(seq)])
+        sides.append(mem.state("s").side)
+        if seq % 37 == 0:
+            check(mem, "s", seq + 1)
+    assert sides[0] == 14 and sides[-1] == 1
+    assert sides == sorted(sides, reverse=True)  # compression only rises
+    st = mem.state("s")
+    assert len(st.slots) == cfg.max_slots == 200
+    # the uniform policy keeps spans about equal: 400 frames in 200 slots -> 2 each
+    assert {s.frames for s in st.slots} == {2}
+    check(mem, "s", 400)
+
+
+def test_text_tokens_count_against_the_budget(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    cfg = MemoryConfig(budget=300, s_max=14, dim=D, text_tokens=8, min_side=2)
+    mem.create("s", cfg)
+    mem.append("s", [frame(i) for i in range(100)])
+    st = mem.state("s")
+    assert len(st.slots) == 300 // (4 + 8) and st.side == 2
+    assert st.tokens_used <= 300
+    check(mem, "s", 100)
+
+
+def test_similar_policy_merges_the_look_alikes(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=4, s_max=2, dim=D, policy="similar"))
+    # frames 0-2 look alike, frame 3 and 4 are distinct
+    vals = [1.0, 1.01, 0.99, -5.0, 9.0]
+    for seq, v in enumerate(vals):
+        toks = np.full((2, 2, D), v, dtype=np.float32)
+        toks[..., 0] = seq % 2  # break the exact collinearity a bit
+        mem.append("s", [EncodedFrame(seq=seq, t=float(seq), tokens=toks)])
+    st = mem.state("s")
+    assert [(s.seq_lo, s.seq_hi) for s in st.slots][-2:] == [(3, 3), (4, 4)]
+    check(mem, "s", 5)
+
+
+def test_retries_and_out_of_order_appends(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=50, s_max=4, dim=D))
+    assert mem.append("s", [frame(2, 4), frame(3, 4)]) == 0  # ahead of 0,1: waits
+    assert mem.pending_seqs("s") == [2, 3]
+    assert mem.state("s").slots == ()
+    assert mem.append("s", [frame(0, 4)]) == 1
+    assert mem.append("s", [frame(1, 4), frame(0, 4)]) == 4  # closes the gap, drains pending
+    assert mem.pending_seqs("s") == []
+    assert mem.append("s", [frame(2, 4), frame(3, 4)]) == 4  # retried: no-op
+    check(mem, "s", 4)
+
+
+def test_unknown_stream_and_bad_shapes(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    with pytest.raises(UnknownStream):
+        mem.append("nope", [frame(0)])
+    with pytest.raises(UnknownStream):
+        mem.state("nope")
+    mem.create("s", MemoryConfig(budget=50, s_max=4, dim=D))
+    with pytest.raises(ValueError, match="do not fit"):
+        mem.append("s", [EncodedFrame(0, 0.0, np.zeros((4, 4, D + 1), np.float32))])
+
+
+def test_create_is_idempotent_and_delete_removes_everything(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    cfg = MemoryConfig(budget=50, s_max=4, dim=D)
+    mem.create("s", cfg)
+    mem.append("s", [frame(i, 4) for i in range(30)])
+    assert mem.create("s", MemoryConfig(budget=99, s_max=4, dim=D)) == cfg
+    assert mem.stored_bytes("s") > 0
+    mem.delete("s")
+    assert not mem.exists("s")
+    assert fake_redis.keys("*") == []
+
+
+def test_version_counts_every_write(fake_redis: redis.Redis) -> None:
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=50, s_max=4, dim=D))
+    versions = []
+    for i in range(5):
+        mem.append("s", [frame(i, 4)])
+        versions.append(mem.state("s").version)
+    assert versions == [1, 2, 3, 4, 5]
+
+
+def test_concurrent_writers_share_one_memory(fake_redis: redis.Redis) -> None:
+    """Threads append interleaved, overlapping and repeated batches; the result is exact."""
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=60, s_max=4, dim=D))
+    n = 120
+    errors: list[BaseException] = []
+
+    def writer(offset: int) -> None:
+        try:
+            for start in range(offset * 3, n, 12):
+                mem.append("s", [frame(q, 4) for q in range(start, min(n, start + 6))])
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    check(mem, "s", n)
+    assert mem.pending_seqs("s") == []
