@@ -33,7 +33,7 @@ import json
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import redis
@@ -150,7 +150,8 @@ class MemoryState:
     def as_slots(self) -> list[Slot]:
         """The slots with their tokens (requires a state read with tokens)."""
         return [
-            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id]) for s in self.slots
+            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id])
+            for s in self.slots
         ]
 
 
@@ -176,7 +177,9 @@ def _unpack_frame(raw: bytes) -> EncodedFrame:
 class _Work:
     """The in-Python working copy of one append: slot metadata, lazily loaded tokens, changes."""
 
-    def __init__(self, mem: TokenMemory, pipe: Any, sid: str, cfg: MemoryConfig, meta: dict[str, str]) -> None:
+    def __init__(
+        self, mem: TokenMemory, pipe: Any, sid: str, cfg: MemoryConfig, meta: dict[str, str]
+    ) -> None:
         self.mem, self.pipe, self.sid, self.cfg = mem, pipe, sid, cfg
         self.policy = get_policy(cfg.policy)
         self.side = int(meta["side"])
@@ -184,7 +187,9 @@ class _Work:
         raw_slots = pipe.hgetall(mem.key(sid, "slots"))
         infos = [SlotInfo.from_json(int(k), v) for k, v in raw_slots.items()]
         self.order: list[SlotInfo] = sorted(infos, key=lambda s: s.seq_lo)
-        self.pairs: dict[int, float] = {int(k): float(v) for k, v in pipe.hgetall(mem.key(sid, "pairs")).items()}
+        self.pairs: dict[int, float] = {
+            int(k): float(v) for k, v in pipe.hgetall(mem.key(sid, "pairs")).items()
+        }
         self.tokens: dict[int, np.ndarray] = {}
         self.thumbs: dict[int, bytes] = {}
         self.dirty_tokens: set[int] = set()
@@ -226,7 +231,9 @@ class _Work:
         if i < 0 or i + 1 >= len(self.order):
             return
         left, right = self.order[i], self.order[i + 1]
-        self.pairs[left.slot_id] = self.policy.score(left.frames, right.frames, self._mean(i), self._mean(i + 1))
+        self.pairs[left.slot_id] = self.policy.score(
+            left.frames, right.frames, self._mean(i), self._mean(i + 1)
+        )
         self.dirty_pairs.add(left.slot_id)
 
     def merge_one(self) -> None:
@@ -273,7 +280,7 @@ class TokenMemory:
     def create(self, sid: str, cfg: MemoryConfig) -> MemoryConfig:
         """Create the memory if absent (idempotent); returns the config in force."""
         meta = self.key(sid, "meta")
-        fields = {
+        fields: dict[Any, Any] = {
             "budget": cfg.budget,
             "s_max": cfg.s_max,
             "dim": cfg.dim,
@@ -422,7 +429,9 @@ class TokenMemory:
                     )
                     tokens: dict[int, np.ndarray] = {}
                     if with_tokens and infos:
-                        blobs = pipe.mget([self.key(sid, f"tok:{s.slot_id}") for s in infos])
+                        blobs = cast(
+                            list[bytes | None], pipe.mget([self.key(sid, f"tok:{s.slot_id}") for s in infos])
+                        )
                         for s, blob in zip(infos, blobs, strict=True):
                             tokens[s.slot_id] = _grid(blob, s.side, cfg.dim, cfg.dtype)
                     pipe.multi()
@@ -440,7 +449,7 @@ class TokenMemory:
                     pipe.reset()
 
     def thumbnail(self, sid: str, slot_id: int) -> bytes | None:
-        return self.r.get(self.key(sid, f"thumb:{slot_id}"))
+        return cast(bytes | None, self.r.get(self.key(sid, f"thumb:{slot_id}")))
 
     def pending_seqs(self, sid: str) -> list[int]:
         return sorted(int(k) for k in self.r.hkeys(self.key(sid, "pending")))

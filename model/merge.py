@@ -16,7 +16,9 @@ class MergePolicy(Protocol):
     name: str
     needs_tokens: bool
 
-    def score(self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None) -> float:
+    def score(
+        self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None
+    ) -> float:
         """Lower merges first. mean_*: [D] token means of each slot (None when needs_tokens is False)."""
         ...
 
@@ -30,7 +32,9 @@ class SimilarNeighbours:
     name = "similar"
     needs_tokens = True
 
-    def score(self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None) -> float:
+    def score(
+        self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None
+    ) -> float:
         assert mean_left is not None and mean_right is not None
         a = mean_left.astype(np.float64)
         b = mean_right.astype(np.float64)
@@ -47,7 +51,9 @@ class Uniform:
     name = "uniform"
     needs_tokens = False
 
-    def score(self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None) -> float:
+    def score(
+        self, n_left: int, n_right: int, mean_left: np.ndarray | None, mean_right: np.ndarray | None
+    ) -> float:
         return float(n_left + n_right)
 
 

@@ -1,0 +1,75 @@
+"""Domain errors -> HTTP, in one place. Every error body is ``{"error": {"code", "message"}}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model.memory import UnknownStream
+from stream.errors import SourceError
+from workers.answers import AnswerTimeout
+from workers.records import UnknownJob, UnknownStreamRecord
+from workers.service import ServiceError
+
+STATUS = {
+    "unknown_job": 404,
+    "unknown_stream": 404,
+    "unknown_slot": 404,
+    "not_found": 404,
+    "forbidden_url": 400,
+    "bad_request": 400,
+    "unreachable_source": 422,
+    "corrupt_video": 422,
+    "not_a_video": 415,
+    "no_video_stream": 415,
+    "unsupported_media_type": 415,
+    "payload_too_large": 413,
+    "empty_memory": 409,
+    "validation_error": 422,
+    "answer_timeout": 504,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status or STATUS.get(code, 400)
+
+
+def error_response(code: str, message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, e: ApiError) -> JSONResponse:
+        return error_response(e.code, str(e), e.status)
+
+    @app.exception_handler(ServiceError)
+    @app.exception_handler(SourceError)
+    @app.exception_handler(AnswerTimeout)
+    async def _domain(_: Request, e: Exception) -> JSONResponse:
+        code = getattr(e, "code", "bad_request")
+        return error_response(code, str(e), STATUS.get(code, 400))
+
+    @app.exception_handler(UnknownJob)
+    @app.exception_handler(UnknownStream)
+    @app.exception_handler(UnknownStreamRecord)
+    async def _unknown(_: Request, e: KeyError) -> JSONResponse:
+        code = getattr(e, "code", "not_found")
+        return error_response(code, str(e), 404)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+        return error_response("validation_error", msgs or "invalid request", 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            e.status_code, "http_error"
+        )
+        return error_response(code, str(e.detail), e.status_code)

@@ -1,0 +1,25 @@
+"""The FastAPI app. Imports no torch: models live in the workers (or in embedded-mode threads)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.limits import BodyLimit
+from api.routes import health, streams, videos
+from vidmem.settings import Settings, get_settings
+from workers.runtime import Runtime, runtime_for
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    rt = runtime or runtime_for(settings)
+    app = FastAPI(
+        title="vidmem", version="0.1.0", description="Ask questions about everything a video stream showed."
+    )
+    app.state.runtime = rt
+    errors.install(app)
+    for r in (health.router, videos.router, streams.router):
+        app.include_router(r)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20)
+    return app

@@ -1,0 +1,77 @@
+"""Streams, their memories and thumbnails, and questions about them."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from api.deps import RuntimeDep
+from api.errors import ApiError
+from api.schemas import AnswerPublic, AskRequest
+from workers import service
+from workers.answers import AnswerEvent
+
+router = APIRouter()
+
+
+@router.get("/v1/streams")
+def list_streams(rt: RuntimeDep) -> dict[str, Any]:
+    return {"streams": service.list_streams(rt)}
+
+
+@router.get("/v1/streams/{stream_id}")
+def get_stream(stream_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    return service.stream_view(rt, stream_id)
+
+
+@router.delete("/v1/streams/{stream_id}")
+def delete_stream(stream_id: str, rt: RuntimeDep, purge: bool = False) -> dict[str, Any]:
+    service.delete_stream(rt, stream_id, purge)
+    return {"stream_id": stream_id, "deleted": purge, "stopped": True}
+
+
+@router.get("/v1/streams/{stream_id}/memory")
+def get_memory(stream_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    return service.memory_view(rt, stream_id)
+
+
+@router.get("/v1/streams/{stream_id}/slots/{slot_id}/thumbnail")
+def get_thumbnail(stream_id: str, slot_id: int, rt: RuntimeDep) -> Response:
+    data = service.thumbnail(rt, stream_id, slot_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic)
+async def ask(stream_id: str, body: AskRequest, rt: RuntimeDep) -> Any:
+    """Answer a question over the stream's whole memory: JSON, or Server-Sent Events when ``stream``."""
+    if len(body.question) > rt.settings.max_question_chars:
+        raise ApiError(
+            "validation_error", f"question longer than {rt.settings.max_question_chars} characters", 422
+        )
+    events = await run_in_threadpool(service.ask, rt, stream_id, body.question, body.max_new_tokens)
+    if body.stream:
+        return StreamingResponse(
+            _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    return await run_in_threadpool(_collect, events)
+
+
+def _collect(events: Iterator[AnswerEvent]) -> dict[str, Any]:
+    for ev in events:
+        if ev.kind == "done":
+            return ev.data
+        if ev.kind == "error":
+            raise ApiError(
+                ev.data["code"], ev.data["message"], 409 if ev.data["code"] == "empty_memory" else 500
+            )
+    raise ApiError("answer_failed", "the answer ended without a result", 500)
+
+
+def _sse(events: Iterator[AnswerEvent]) -> Iterator[str]:
+    for ev in events:
+        yield f"event: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"

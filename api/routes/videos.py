@@ -1,0 +1,114 @@
+"""POST /v1/videos (multipart upload or JSON URL) and GET /v1/jobs/{id}."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import RuntimeDep
+from api.errors import ApiError
+from api.schemas import JobPublic, VideoAccepted, VideoForm, VideoUrlCreate
+from stream.errors import SourceError
+from workers import service
+
+router = APIRouter()
+
+_UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "fps": {"type": "number"},
+                        "budget": {"type": "integer"},
+                        "mode": {"type": "string", "enum": ["fps", "keyframes"]},
+                        "name": {"type": "string"},
+                    },
+                }
+            },
+            "application/json": {"schema": VideoUrlCreate.model_json_schema()},
+        },
+        "required": True,
+    }
+}
+
+
+@router.post("/v1/videos", status_code=202, response_model=VideoAccepted, openapi_extra=_UPLOAD_DOC)
+async def create_video(request: Request, rt: RuntimeDep) -> VideoAccepted:
+    """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued."""
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        return await _from_upload(request, rt)
+    if ctype.startswith("application/json"):
+        try:
+            body = VideoUrlCreate.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise ApiError("validation_error", _msg(e), 422) from None
+        info = await run_in_threadpool(service.check_video, rt, body.url, local=False)
+        job_id, stream_id = service.submit_video(
+            rt,
+            body.url,
+            local=False,
+            info=info,
+            fps=body.fps,
+            budget=body.budget,
+            mode=body.mode,
+            name=body.name,
+        )
+        return VideoAccepted(job_id=job_id, stream_id=stream_id)
+    raise ApiError("unsupported_media_type", "send multipart/form-data with a file, or JSON with a url", 415)
+
+
+async def _from_upload(request: Request, rt: RuntimeDep) -> VideoAccepted:
+    form = await request.form(max_files=1, max_fields=10)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError("bad_request", "multipart field 'file' is missing", 400)
+    try:
+        fields = VideoForm.model_validate(
+            {k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+        )
+    except ValidationError as e:
+        raise ApiError("validation_error", _msg(e), 422) from None
+    updir = rt.settings.upload_dir
+    suffix = Path(upload.filename or "").suffix[:10] if upload.filename else ""
+    path = updir / f"{uuid.uuid4().hex}{suffix}"
+    await run_in_threadpool(_save, upload, path)
+    if path.stat().st_size == 0:
+        path.unlink(missing_ok=True)
+        raise ApiError("not_a_video", "the uploaded file is empty", 415)
+    try:
+        info = await run_in_threadpool(service.check_video, rt, str(path), local=True)
+    except SourceError:
+        path.unlink(missing_ok=True)
+        raise
+    job_id, stream_id = service.submit_video(
+        rt, str(path), local=True, info=info, fps=fields.fps, budget=fields.budget, mode=fields.mode,
+        name=fields.name or (upload.filename or ""),
+    )  # fmt: skip
+    return VideoAccepted(job_id=job_id, stream_id=stream_id)
+
+
+def _save(upload: UploadFile, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, length=1 << 20)
+
+
+def _msg(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobPublic)
+def get_job(job_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    return service.job_view(rt, job_id)

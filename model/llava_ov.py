@@ -1,0 +1,184 @@
+"""LLaVA-OneVision as a VisionBackend: SigLIP tower -> projector -> bilinear pooling.
+
+Any LLaVA-OneVision checkpoint loads here (a hub id such as
+``llava-hf/llava-onevision-qwen2-0.5b-ov-hf``, a local directory, or a preset name from
+``model.presets``) through ``LlavaOnevisionForConditionalGeneration.from_pretrained``.
+
+Pooling happens *after* the projector in LLaVA-OV, so the token grid ``encode`` returns is
+already in the LLM's embedding space: ``dim`` is the LLM width and ``to_llm_embeds`` is the
+identity. ``encode`` runs the model's own video-feature path (vision tower at
+``vision_feature_layer`` with its select strategy, projector, ``apply_pooling``: 27x27 ->
+14x14), one frame per video, so its tokens are exactly what transformers splices into a prompt.
+
+Preprocessing is done here, not by the processor class (which needs torchvision): resize to
+``image_size`` when needed (bicubic, antialiased), rescale by 1/255 and normalise with the
+checkpoint's mean/std (SigLIP's 0.5/0.5 when it declares none).
+
+This module knows nothing about Redis, Celery, HTTP, or where frames came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
+from transformers.utils import cached_file
+
+from model import compressor
+from model.presets import SIGLIP_MEAN, SIGLIP_STD, resolve_model
+from model.runtime import DtypeName, pick_device, pick_dtype
+
+DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "vidmem" / "models"
+
+Parts = Literal["vision", "all"]
+
+
+@dataclass(frozen=True, slots=True)
+class LlavaOVConfig:
+    """How to load and run a LLaVA-OneVision checkpoint."""
+
+    model: str = DEFAULT_MODEL
+    """Hub id, local checkpoint directory, or preset name (``tiny``, ``random-0.5b``, ``random-7b``)."""
+    cache_dir: Path = field(default=DEFAULT_CACHE_DIR)
+    """Where preset checkpoints are built (``cache_dir/<preset>``)."""
+    device: str | None = None
+    """torch device; None picks cuda when available, else cpu."""
+    dtype: DtypeName = "auto"
+    """Weights and activations; ``auto`` is bf16 on cuda, fp32 on cpu."""
+    max_batch: int = 8
+    """Frames per vision-tower forward (batches above 8 gain nothing on CPU)."""
+    parts: Parts = "all"
+    """``all``: the whole model on ``device``. ``vision``: only the vision tower and projector
+    go to ``device`` (an encode-only worker); the LLM stays on the CPU, unused, and answering
+    with this backend is refused."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.parts not in ("vision", "all"):
+            raise ValueError(f"parts must be 'vision' or 'all', got {self.parts!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Normalisation:
+    """Pixel normalisation: ``(x * rescale - mean) / std`` per RGB channel."""
+
+    mean: tuple[float, float, float] = SIGLIP_MEAN
+    std: tuple[float, float, float] = SIGLIP_STD
+    rescale: float = 1 / 255
+
+
+def read_normalisation(path: str) -> Normalisation:
+    """The checkpoint's video (else image) preprocessor mean/std/rescale; SigLIP defaults if none."""
+    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+        found = cached_file(path, name, _raise_exceptions_for_missing_entries=False)
+        if found is None:
+            continue
+        cfg = json.loads(Path(found).read_text())
+        mean = cfg.get("image_mean", SIGLIP_MEAN)
+        std = cfg.get("image_std", SIGLIP_STD)
+        return Normalisation(
+            mean=(float(mean[0]), float(mean[1]), float(mean[2])),
+            std=(float(std[0]), float(std[1]), float(std[2])),
+            rescale=float(cfg.get("rescale_factor", 1 / 255)) if cfg.get("do_rescale", True) else 1.0,
+        )
+    return Normalisation()
+
+
+class LlavaOVBackend:
+    """A loaded LLaVA-OneVision checkpoint (vision side for ``encode``, LLM side for answers).
+
+    Shapes: F frames, native pooled grid ``s_max`` (14 for 384 px / patch 14), width ``dim``
+    (the LLM hidden size: 896 for 0.5B, 3584 for 7B).
+    """
+
+    def __init__(self, config: LlavaOVConfig | None = None) -> None:
+        self.config = config or LlavaOVConfig()
+        self.device = pick_device(self.config.device)
+        self.dtype = pick_dtype(self.config.dtype, self.device)
+        self.path = resolve_model(self.config.model, self.config.cache_dir)
+        model = LlavaOnevisionForConditionalGeneration.from_pretrained(self.path, dtype=self.dtype)
+        self.model = model.eval()
+        self.tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.path)
+        self.norm = read_normalisation(self.path)
+
+        vision = self.model.config.vision_config
+        self.image_size: int = int(vision.image_size)
+        self.grid: int = self.image_size // int(vision.patch_size)
+        self.s_max: int = math.ceil(self.grid / 2)
+        self.dim: int = int(self.model.config.text_config.hidden_size)
+
+        core = self.model.model
+        if self.config.parts == "all":
+            self.model.to(self.device)
+        else:
+            core.vision_tower.to(self.device)
+            core.multi_modal_projector.to(self.device)
+        self.image_newline: np.ndarray = core.image_newline.detach().float().cpu().numpy()
+        """[dim] float32: appended once after all frames of a video, as LLaVA-OV does."""
+        mean = torch.tensor(self.norm.mean, dtype=torch.float32, device=self.device)
+        std = torch.tensor(self.norm.std, dtype=torch.float32, device=self.device)
+        self._mean, self._std = mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1)
+
+    @property
+    def lm(self) -> LlavaOnevisionForConditionalGeneration:
+        """The full model, for prompts and generation (``parts == "all"`` only)."""
+        if self.config.parts != "all":
+            raise RuntimeError("this backend was loaded with parts='vision'; it cannot answer")
+        return self.model
+
+    def preprocess(self, images: np.ndarray) -> torch.Tensor:
+        """images: [F, H, W, 3] uint8 RGB -> pixels [F, 3, S, S] (S = image_size) in the model dtype."""
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 frames [F, H, W, 3], got {images.dtype} {images.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        x = x.permute(0, 3, 1, 2).to(torch.float32)
+        size = self.image_size
+        if tuple(x.shape[-2:]) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+            x = x.round().clamp(0, 255)
+        x = (x * self.norm.rescale - self._mean) / self._std
+        return x.to(self.dtype)
+
+    @torch.inference_mode()
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """images: [F, H, W, 3] uint8 RGB -> tokens [F, s_max, s_max, dim] float32 (pooled, projected)."""
+        s, d = self.s_max, self.dim
+        out = [
+            self._encode_batch(images[i : i + self.config.max_batch])
+            for i in range(0, len(images), self.config.max_batch)
+        ]
+        if not out:
+            return np.zeros((0, s, s, d), np.float32)
+        return np.concatenate(out).reshape(len(images), s, s, d)
+
+    def _encode_batch(self, images: np.ndarray) -> np.ndarray:
+        """[B, H, W, 3] uint8 -> [B, s_max * s_max, dim] float32."""
+        pixels = self.preprocess(images)
+        # Each frame as a one-frame video: features [B, s*s + 1, D], the last row is image_newline.
+        out = self.model.model.get_video_features(pixel_values_videos=pixels[:, None], return_dict=True)
+        feats = out.pooler_output
+        n = self.s_max * self.s_max
+        if tuple(feats.shape) != (len(images), n + 1, self.dim):
+            raise RuntimeError(
+                f"video features {tuple(feats.shape)}, expected {(len(images), n + 1, self.dim)}"
+            )
+        return feats[:, :n].float().cpu().numpy()
+
+    def pool(self, tokens: np.ndarray, side: int) -> np.ndarray:
+        """tokens: [..., s, s, dim] -> [..., side, side, dim] (adaptive average, the paper's compressor)."""
+        return compressor.pool(tokens, side)
+
+    def to_llm_embeds(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens: [N, dim] -> [N, dim]: identity, LLaVA-OV pools after the projector."""
+        if tokens.shape[-1] != self.dim:
+            raise ValueError(f"tokens of width {tokens.shape[-1]}, this backend's width is {self.dim}")
+        return tokens

@@ -1,0 +1,89 @@
+"""Every setting of vidmem, in one validated class.
+
+Each field can also be set as an environment variable ``VIDMEM_<NAME>``
+(e.g. ``VIDMEM_MODEL``, ``VIDMEM_BUDGET``, ``VIDMEM_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+class Settings(BaseSettings):
+    """vidmem's configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDMEM_", extra="ignore")
+
+    # --- processes ---
+    redis_url: str | None = Field(
+        None,
+        description="Redis for memory, jobs and the Celery broker. None: embedded mode (in-memory Redis).",
+    )
+    host: str = Field("127.0.0.1", description="Address the API binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the API binds to.")
+
+    # --- model ---
+    model: str = Field(
+        DEFAULT_MODEL, description="Hub id, local checkpoint path, or a preset: tiny, random-0.5b."
+    )
+    model_cache: Path = Field(
+        Path.home() / ".cache" / "vidmem", description="Where presets are built and cached."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on cuda, float32 on cpu."
+    )
+    encode_batch: int = Field(8, ge=1, le=256, description="Frames per encode task and per ViT forward.")
+    max_new_tokens: int = Field(128, ge=1, le=4096, description="Longest answer, in tokens.")
+
+    # --- memory ---
+    budget: int = Field(2048, ge=16, le=1_000_000, description="Token budget of a stream's memory.")
+    text_tokens: int = Field(8, ge=0, le=64, description="Tokens reserved per slot for its timestamp text.")
+    min_side: int = Field(1, ge=1, le=27, description="Smallest grid side before slots merge in time.")
+    merge_policy: Literal["similar", "uniform"] = Field("similar", description="Which slots merge first.")
+    storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of stored tokens.")
+
+    # --- sampling ---
+    fps: float = Field(1.0, gt=0, le=30, description="Default sampling rate of uploads, frames per second.")
+    sample_mode: Literal["fps", "keyframes"] = Field("fps", description="Default sampling of uploads.")
+    frame_size: int = Field(
+        384, ge=32, le=1024, description="Frames are resized to this square before encoding."
+    )
+    allowed_schemes: tuple[str, ...] = Field(
+        ("http", "https"), description="URL schemes a client may submit."
+    )
+    open_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout to open and read a URL source.")
+
+    # --- API limits ---
+    max_upload_mb: int = Field(1024, ge=1, le=100_000, description="Largest accepted upload.")
+    max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")
+    upload_dir: Path = Field(
+        Path.home() / ".cache" / "vidmem" / "uploads",
+        description="Where uploads are kept until ingested (shared with ingest workers in distributed mode).",
+    )
+    answer_timeout_s: float = Field(600.0, gt=0, description="How long the API waits for an answer.")
+
+    # --- queues ---
+    frame_ttl_s: int = Field(3600, ge=10, description="Lifetime of frames waiting in Redis for the encoder.")
+    task_visibility_timeout_s: int = Field(
+        900,
+        ge=10,
+        description="Redis broker: seconds before an unacked task of a dead worker is redelivered.",
+    )
+    job_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
+
+    @property
+    def embedded(self) -> bool:
+        return self.redis_url is None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

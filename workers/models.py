@@ -1,0 +1,31 @@
+"""Model loading for worker processes (imported lazily: the only workers module that needs torch)."""
+
+from __future__ import annotations
+
+from model.answerer import AnswerConfig, Answerer, PromptConfig
+from model.llava_ov import LlavaOVBackend, LlavaOVConfig
+from model.memory import MemoryConfig
+from vidmem.settings import Settings
+
+
+def load_backend(settings: Settings) -> LlavaOVBackend:
+    """Load the configured checkpoint once (a preset is built into the cache first)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    device = None if settings.device == "auto" else settings.device
+    return LlavaOVBackend(
+        LlavaOVConfig(
+            model=settings.model,
+            cache_dir=settings.model_cache,
+            device=device,
+            dtype=settings.dtype,
+            max_batch=settings.encode_batch,
+        )
+    )
+
+
+def answerer_for(backend: LlavaOVBackend, memory: MemoryConfig, max_new_tokens: int) -> Answerer:
+    """An answerer whose per-slot text reserve matches the memory it reads (cheap: no loading)."""
+    prompt = PromptConfig(timestamps=memory.text_tokens > 0, text_tokens=memory.text_tokens)
+    return Answerer(backend, prompt, AnswerConfig(max_new_tokens=max_new_tokens))

@@ -1,0 +1,198 @@
+"""The plain functions behind every task: ingest a video, encode a chunk, answer a question.
+
+Celery tasks (``workers.tasks``) and the embedded in-process dispatcher call exactly these.
+Each takes ids and Redis keys, re-reads state, and is idempotent: a redelivered task
+never loses or duplicates a frame (the memory orders and de-duplicates by frame seq).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from model.slots import EncodedFrame
+from stream.errors import SourceError
+from stream.frames import Frame
+from workers.answers import AnswerChannel
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+THUMB_WIDTH = 160
+
+
+def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
+    """[H, W, 3] uint8 -> a small JPEG."""
+    img = Image.fromarray(image)
+    h = max(1, round(img.height * width / img.width))
+    buf = io.BytesIO()
+    img.resize((width, h), Image.Resampling.BILINEAR).save(buf, format="JPEG", quality=70)
+    return buf.getvalue()
+
+
+# ---- ingest ------------------------------------------------------------------------------
+
+
+def ingest_video(rt: Runtime, job_id: str) -> None:
+    """Sample a video's frames and hand them to the encoders in chunks (with backpressure)."""
+    from stream.file_source import sample_frames
+
+    job = rt.records.job(job_id)
+    if job.state in ("done", "failed"):
+        return
+    rec = rt.records.stream(job.stream_id)
+    rt.records.update_job(job_id, state="running")
+    rt.records.set_stream_state(job.stream_id, "live")
+    s = rt.settings
+    batch: list[Frame] = []
+    n = 0
+    try:
+        for frame in sample_frames(
+            job.source_path,
+            mode=rec.sample_mode,  # type: ignore[arg-type]
+            fps=rec.fps,
+            size=(s.frame_size, s.frame_size),
+            allowed_schemes=s.allowed_schemes,
+            allow_local=True,
+            timeout_s=s.open_timeout_s,
+        ):
+            batch.append(frame)
+            n = frame.seq + 1
+            if len(batch) >= s.encode_batch:
+                _dispatch_chunk(rt, job_id, job.stream_id, batch)
+                batch = []
+        if batch:
+            _dispatch_chunk(rt, job_id, job.stream_id, batch)
+    except SourceError as e:
+        _fail(rt, job_id, job.stream_id, f"{e.code}: {e}")
+        return
+    except Exception as e:
+        _fail(rt, job_id, job.stream_id, f"ingest_failed: {type(e).__name__}: {e}")
+        raise
+    if n == 0:
+        _fail(rt, job_id, job.stream_id, "corrupt_video: no frame could be sampled")
+        return
+    rt.records.update_job(job_id, frames_sampled=n, sampling_done=1)
+    check_done(rt, job_id)
+
+
+def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]) -> None:
+    _wait_for_encoders(rt, stream_id, batch[0].seq)
+    key = rt.frames.put(stream_id, batch)
+    rt.records.update_job(job_id, frames_sampled=batch[-1].seq + 1)
+    rt.submit("encode", job_id, stream_id, key)
+
+
+def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, max_ahead: int | None = None) -> None:
+    """Backpressure: keep at most ``max_ahead`` sampled frames waiting for the encoders."""
+    limit = max_ahead if max_ahead is not None else 16 * rt.settings.encode_batch
+    while True:
+        encoded = _encoded(rt, stream_id)
+        if next_seq - encoded < limit:
+            return
+        time.sleep(0.05)
+
+
+def _encoded(rt: Runtime, stream_id: str) -> int:
+    return rt.memory.state(stream_id).next_seq if rt.memory.exists(stream_id) else 0
+
+
+def _fail(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
+    log.warning("job %s failed: %s", job_id, message)
+    rt.records.update_job(job_id, state="failed", error=message)
+    rt.records.set_stream_state(stream_id, "stopped", error=message)
+    rt.records.expire_job(job_id, rt.settings.job_ttl_s)
+
+
+# ---- encode ------------------------------------------------------------------------------
+
+
+def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> None:
+    """Encode one chunk of frames and append it to the stream's memory (idempotent)."""
+    frames = rt.frames.get(frames_key)
+    if frames is None:  # a redelivery of a chunk that was already appended
+        check_done(rt, job_id)
+        return
+    try:
+        backend = rt.backend()
+        rec = rt.records.stream(stream_id)
+        rt.memory.create(stream_id, rt.memory_config(rec.budget))
+        tokens = backend.encode(np.stack([f.image for f in frames]))
+        encoded = [
+            EncodedFrame(
+                seq=f.seq, t=f.pts, tokens=tokens[i], thumb=thumbnail(f.image), wall_time=f.wall_time
+            )
+            for i, f in enumerate(frames)
+        ]
+        rt.memory.append(stream_id, encoded)
+    except Exception as e:  # a bug or a broken model: fail the job loudly instead of waiting forever
+        _fail(rt, job_id, stream_id, f"encode_failed: {type(e).__name__}: {e}")
+        raise
+    rt.frames.delete(frames_key)
+    check_done(rt, job_id)
+
+
+def check_done(rt: Runtime, job_id: str) -> None:
+    """Update progress; mark the job done once every sampled frame is in the memory."""
+    job = rt.records.job(job_id)
+    if job.state in ("done", "failed"):
+        return
+    encoded = _encoded(rt, job.stream_id)
+    if job.sampling_done and encoded >= job.frames_sampled:
+        rt.records.raise_progress(job_id, 1.0)
+        rt.records.update_job(job_id, state="done")
+        rt.records.set_stream_state(job.stream_id, "done")
+        rt.records.expire_job(job_id, rt.settings.job_ttl_s)
+        return
+    total = max(job.expected_frames or 0, job.frames_sampled, 1)
+    if job.sampling_done:
+        total = job.frames_sampled
+    rt.records.raise_progress(job_id, min(0.99, encoded / total))
+
+
+# ---- answer ------------------------------------------------------------------------------
+
+
+def answer_question(rt: Runtime, stream_id: str, request_id: str, question: str, max_new_tokens: int) -> None:
+    """Answer over the stream's whole memory; events go to the request's AnswerChannel."""
+    from model.answerer import EmptyMemory
+    from workers.models import answerer_for
+
+    channel = AnswerChannel(rt.redis, request_id)
+    try:
+        if not rt.memory.exists(stream_id):
+            raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
+        state = rt.memory.state(stream_id, with_tokens=True)
+        answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
+        with answerer.stream(state.as_slots(), question, state.config.budget) as pieces:
+            for piece in pieces:
+                channel.piece(piece)
+            result = pieces.result()
+    except EmptyMemory as e:
+        channel.error("empty_memory", str(e))
+        return
+    except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
+        channel.error("answer_failed", f"{type(e).__name__}: {e}")
+        raise
+    channel.done(
+        answer=result.text,
+        tokens_used=result.tokens_used,
+        budget=result.budget,
+        slots_used=result.slots_used,
+        prompt_tokens=result.prompt_tokens,
+        ttft_s=result.ttft_s,
+        latency_s=result.total_s,
+        memory_version=state.version,
+    )
+
+
+TASKS: dict[str, Callable[..., None]] = {
+    "ingest": ingest_video,
+    "encode": encode_chunk,
+    "answer": answer_question,
+}

@@ -1,0 +1,193 @@
+"""Job and stream records in Redis: small hashes, read and written by the API and the workers.
+
+Knows nothing about HTTP or models.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+JobState = Literal["queued", "running", "done", "failed"]
+StreamState = Literal["connecting", "live", "reconnecting", "stopped", "done"]
+
+# Raise a stored float to a new value, never lower it (progress must not go back).
+_RAISE_TO = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local new = tonumber(ARGV[2])
+if new > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return ARGV[2] end
+return tostring(cur)
+"""
+
+
+class UnknownJob(KeyError):
+    code = "unknown_job"
+
+    def __str__(self) -> str:
+        return f"unknown job {self.args[0]!r}"
+
+
+class UnknownStreamRecord(KeyError):
+    code = "unknown_stream"
+
+    def __str__(self) -> str:
+        return f"unknown stream {self.args[0]!r}"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord:
+    """What the service knows about a stream, besides its memory."""
+
+    stream_id: str
+    kind: str
+    name: str
+    source: str  # redacted: never holds credentials
+    state: StreamState
+    fps: float
+    budget: int
+    sample_mode: str
+    created_at: float
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """An asynchronous video job. frames_encoded is derived from the memory, not counted."""
+
+    job_id: str
+    stream_id: str
+    state: JobState
+    source_path: str  # what the ingest worker opens (a server-side path, or a checked URL)
+    frames_sampled: int
+    sampling_done: bool
+    expected_frames: int | None
+    progress: float
+    created_at: float
+    error: str | None = None
+
+
+class Records:
+    """Typed access to job and stream hashes."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "vm") -> None:
+        self.r = client
+        self.prefix = prefix
+        self._raise_to = client.register_script(_RAISE_TO)
+
+    def _job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def _stream(self, stream_id: str) -> str:
+        return f"{self.prefix}:stream:{stream_id}"
+
+    def _streams(self) -> str:
+        return f"{self.prefix}:streams"
+
+    # ---- streams ----
+
+    def create_stream(self, rec: StreamRecord) -> None:
+        fields: dict[Any, Any] = {
+            "stream_id": rec.stream_id,
+            "kind": rec.kind,
+            "name": rec.name,
+            "source": rec.source,
+            "state": rec.state,
+            "fps": rec.fps,
+            "budget": rec.budget,
+            "sample_mode": rec.sample_mode,
+            "created_at": rec.created_at,
+        }
+        with self.r.pipeline() as p:
+            p.hset(self._stream(rec.stream_id), mapping=fields)
+            p.zadd(self._streams(), {rec.stream_id: rec.created_at})
+            p.execute()
+
+    def stream(self, stream_id: str) -> StreamRecord:
+        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._stream(stream_id)).items()}
+        if not h:
+            raise UnknownStreamRecord(stream_id)
+        return StreamRecord(
+            stream_id=h["stream_id"],
+            kind=h["kind"],
+            name=h["name"],
+            source=h["source"],
+            state=h["state"],  # type: ignore[arg-type]
+            fps=float(h["fps"]),
+            budget=int(h["budget"]),
+            sample_mode=h["sample_mode"],
+            created_at=float(h["created_at"]),
+            error=h.get("error") or None,
+        )
+
+    def stream_ids(self) -> list[str]:
+        return [_s(x) for x in self.r.zrange(self._streams(), 0, -1)]
+
+    def set_stream_state(self, stream_id: str, state: StreamState, error: str | None = None) -> None:
+        fields: dict[Any, Any] = {"state": state}
+        if error is not None:
+            fields["error"] = error
+        self.r.hset(self._stream(stream_id), mapping=fields)
+
+    def delete_stream(self, stream_id: str) -> None:
+        with self.r.pipeline() as p:
+            p.delete(self._stream(stream_id))
+            p.zrem(self._streams(), stream_id)
+            p.execute()
+
+    # ---- jobs ----
+
+    def create_job(self, job_id: str, stream_id: str, source_path: str, expected_frames: int | None) -> None:
+        self.r.hset(
+            self._job(job_id),
+            mapping={
+                "job_id": job_id,
+                "stream_id": stream_id,
+                "state": "queued",
+                "source_path": source_path,
+                "frames_sampled": 0,
+                "sampling_done": 0,
+                "expected_frames": -1 if expected_frames is None else expected_frames,
+                "progress": 0.0,
+                "created_at": time.time(),
+            },
+        )
+
+    def job(self, job_id: str) -> JobRecord:
+        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._job(job_id)).items()}
+        if not h:
+            raise UnknownJob(job_id)
+        expected = int(h["expected_frames"])
+        return JobRecord(
+            job_id=h["job_id"],
+            stream_id=h["stream_id"],
+            state=h["state"],  # type: ignore[arg-type]
+            source_path=h["source_path"],
+            frames_sampled=int(h["frames_sampled"]),
+            sampling_done=h["sampling_done"] == "1",
+            expected_frames=None if expected < 0 else expected,
+            progress=float(h["progress"]),
+            created_at=float(h["created_at"]),
+            error=h.get("error") or None,
+        )
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        mapping: dict[Any, Any] = fields
+        self.r.hset(self._job(job_id), mapping=mapping)
+
+    def raise_progress(self, job_id: str, value: float) -> float:
+        return float(_s(self._raise_to(keys=[self._job(job_id)], args=["progress", f"{value:.6f}"])))
+
+    def expire_job(self, job_id: str, ttl_s: int) -> None:
+        self.r.expire(self._job(job_id), ttl_s)

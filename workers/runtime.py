@@ -1,0 +1,104 @@
+"""What a process needs to run vidmem's plain functions: Redis, stores, a dispatcher, models.
+
+Models load lazily, once per process (the API process never loads them: it never imports torch).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import fakeredis
+from redis import Redis
+
+from model.memory import MemoryConfig, TokenMemory
+from vidmem.settings import Settings
+from workers.frames import FrameStore
+from workers.records import Records
+
+if TYPE_CHECKING:
+    from model.llava_ov import LlavaOVBackend
+
+
+class Dispatcher(Protocol):
+    """Runs a pipeline task by name (``ingest``, ``encode``, ``answer``), somewhere, later."""
+
+    def submit(self, task: str, *args: Any) -> object: ...
+
+
+def make_redis(settings: Settings) -> Redis:
+    """The real Redis in distributed mode; an in-process one (fakeredis) in embedded mode."""
+    if settings.redis_url is None:
+        return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    return Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    memory: TokenMemory
+    records: Records
+    frames: FrameStore
+    dispatcher: Dispatcher | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _models: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings, client: Redis | None = None) -> Runtime:
+        r = client if client is not None else make_redis(settings)
+        return cls(
+            settings=settings,
+            redis=r,
+            memory=TokenMemory(r),
+            records=Records(r),
+            frames=FrameStore(r, ttl_s=settings.frame_ttl_s),
+        )
+
+    def submit(self, task: str, *args: Any) -> None:
+        if self.dispatcher is None:
+            raise RuntimeError("no dispatcher configured")
+        self.dispatcher.submit(task, *args)
+
+    def _cached(self, name: str, build: Callable[[], Any]) -> Any:
+        with self._lock:
+            if name not in self._models:
+                self._models[name] = build()
+            return self._models[name]
+
+    def backend(self) -> LlavaOVBackend:
+        from workers.models import load_backend
+
+        return self._cached("backend", lambda: load_backend(self.settings))
+
+    def memory_config(self, budget: int) -> MemoryConfig:
+        """The memory config of a new stream: geometry from the loaded backend, policy from settings."""
+        b = self.backend()
+        s = self.settings
+        return MemoryConfig(
+            budget=budget,
+            s_max=b.s_max,
+            dim=b.dim,
+            text_tokens=s.text_tokens,
+            min_side=min(s.min_side, b.s_max),
+            policy=s.merge_policy,
+            dtype=s.storage_dtype,
+        )
+
+
+def runtime_for(settings: Settings) -> Runtime:
+    """Embedded mode (no Redis URL): in-memory Redis + in-process thread pools.
+    Distributed mode: the Redis at settings.redis_url + Celery queues."""
+    rt = Runtime.create(settings)
+    if settings.embedded:
+        from workers.dispatch import InProcessDispatcher
+
+        rt.dispatcher = InProcessDispatcher(rt)
+    else:
+        from workers.celery_app import make_celery
+        from workers.dispatch import CeleryDispatcher
+
+        rt.dispatcher = CeleryDispatcher(make_celery(settings))
+    return rt
