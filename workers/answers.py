@@ -63,8 +63,9 @@ class AnswerChannel:
                 f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
                 kind = f["kind"].decode() if isinstance(f["kind"], bytes) else f["kind"]
                 ev = AnswerEvent(kind, json.loads(f["data"]))
-                yield ev
                 if kind in ("done", "error"):
-                    self.r.delete(self.key)
+                    self.r.delete(self.key)  # before the last yield: a reader may stop there
+                    yield ev
                     return
+                yield ev
             deadline = time.monotonic() + timeout_s

@@ -11,6 +11,7 @@ import io
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -106,7 +107,15 @@ def _fail(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
     log.warning("job %s failed: %s", job_id, message)
     rt.records.update_job(job_id, state="failed", error=message)
     rt.records.set_stream_state(stream_id, "stopped", error=message)
+    _finish(rt, job_id)
+
+
+def _finish(rt: Runtime, job_id: str) -> None:
+    """A job ended: its record expires later, and an uploaded file is no longer needed."""
     rt.records.expire_job(job_id, rt.settings.job_ttl_s)
+    src = Path(rt.records.job(job_id).source_path).resolve()
+    if src.parent == rt.settings.upload_dir.resolve():  # never a user's own file (vidmem ask)
+        src.unlink(missing_ok=True)
 
 
 # ---- encode ------------------------------------------------------------------------------
@@ -147,7 +156,7 @@ def check_done(rt: Runtime, job_id: str) -> None:
         rt.records.raise_progress(job_id, 1.0)
         rt.records.update_job(job_id, state="done")
         rt.records.set_stream_state(job.stream_id, "done")
-        rt.records.expire_job(job_id, rt.settings.job_ttl_s)
+        _finish(rt, job_id)
         return
     total = max(job.expected_frames or 0, job.frames_sampled, 1)
     if job.sampling_done:
