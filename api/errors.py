@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -39,8 +41,10 @@ class ApiError(Exception):
         self.status = status or STATUS.get(code, 400)
 
 
-def error_response(code: str, message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(
+    code: str, message: str, status: int, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:
@@ -69,7 +73,18 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            e.status_code, "http_error"
+        code = {
+            400: "bad_request",  # e.g. a malformed multipart body, too many files or fields
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "payload_too_large",
+        }.get(e.status_code, "http_error")
+        return error_response(code, str(e.detail), e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(_: Request, e: Exception) -> JSONResponse:
+        # A 5xx is always a bug; still answer in the API's error shape, without internals.
+        # (Starlette re-raises the exception after this response, so the server logs it.)
+        return error_response(
+            "internal_error", f"internal error ({type(e).__name__}); see the server log", 500
         )
-        return error_response(code, str(e.detail), e.status_code)

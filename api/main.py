@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api import errors
@@ -14,8 +17,17 @@ from workers.runtime import Runtime, runtime_for
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or get_settings()
     rt = runtime or runtime_for(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        rt.close()  # embedded mode: stop the in-process worker pools with the server
+
     app = FastAPI(
-        title="vidmem", version="0.1.0", description="Ask questions about everything a video stream showed."
+        title="vidmem",
+        version="0.1.0",
+        description="Ask questions about everything a video stream showed.",
+        lifespan=lifespan,
     )
     app.state.runtime = rt
     errors.install(app)

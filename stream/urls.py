@@ -52,6 +52,17 @@ LOCAL_FORMATS = (
 Audio demuxers are listed so that an audio-only upload is reported as such (NoVideoStream).
 """
 
+SCHEME_FORMATS = {
+    "http": LOCAL_FORMATS + ",hls,mpjpeg",
+    "https": LOCAL_FORMATS + ",hls,mpjpeg",
+    "rtsp": "rtsp",
+    "rtsps": "rtsp",
+    "rtmp": "flv,live_flv",
+    "rtmps": "flv,live_flv",
+}
+"""``format_whitelist`` per network scheme: video containers only, so that e.g. a text page is not
+read as FFmpeg's ANSI-art "video" (tty demuxer). HLS playlists stay within the protocol whitelist."""
+
 _FFMPEG_PREFIX = re.compile(r"[A-Za-z0-9+.\-]+[:,]")
 """Text FFmpeg may read as a protocol name: ``url_find_protocol`` takes the leading run of scheme
 characters when a ``:`` follows it, and ``subfile,opts:`` uses a ``,``. Anything matching is a URL to us."""
@@ -154,8 +165,9 @@ def ffmpeg_options(
 
     Always ``protocol_whitelist``: exactly the protocols the scheme needs (``"http,tcp"`` for http,
     ``"https,tls,tcp"`` for https, ``"file"`` for a local path). Local paths also get
-    ``format_whitelist`` (LOCAL_FORMATS). Network sources get ``timeout`` and ``rw_timeout``: socket and
-    read timeouts in microseconds, from ``timeout_s`` seconds. Raises like ``check_source``.
+    ``format_whitelist`` (LOCAL_FORMATS; SCHEME_FORMATS for URLs). Network sources get ``timeout``
+    and ``rw_timeout``: socket and read timeouts in microseconds, from ``timeout_s`` seconds.
+    Raises like ``check_source``.
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -163,7 +175,12 @@ def ffmpeg_options(
     if scheme is None:
         return {"protocol_whitelist": LOCAL_PROTOCOLS, "format_whitelist": LOCAL_FORMATS}
     micros = str(round(timeout_s * 1_000_000))
-    return {"protocol_whitelist": SCHEME_PROTOCOLS[scheme], "timeout": micros, "rw_timeout": micros}
+    return {
+        "protocol_whitelist": SCHEME_PROTOCOLS[scheme],
+        "format_whitelist": SCHEME_FORMATS[scheme],
+        "timeout": micros,
+        "rw_timeout": micros,
+    }
 
 
 def redact(url: str) -> str:

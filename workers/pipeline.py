@@ -20,6 +20,7 @@ from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
 from workers.answers import AnswerChannel
+from workers.records import UnknownStreamRecord
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,17 @@ def ingest_video(rt: Runtime, job_id: str) -> None:
     job = rt.records.job(job_id)
     if job.state in ("done", "failed"):
         return
-    rec = rt.records.stream(job.stream_id)
+    try:
+        rec = rt.records.stream(job.stream_id)
+    except UnknownStreamRecord:
+        _fail(rt, job_id, job.stream_id, "stream_deleted: the stream was deleted before its video was read")
+        return
     rt.records.update_job(job_id, state="running")
     rt.records.set_stream_state(job.stream_id, "live")
     s = rt.settings
     batch: list[Frame] = []
-    n = 0
+    n = 0  # frames handed to the encoders so far
+    stopped = False
     try:
         for frame in sample_frames(
             job.source_path,
@@ -63,38 +69,50 @@ def ingest_video(rt: Runtime, job_id: str) -> None:
             timeout_s=s.open_timeout_s,
         ):
             batch.append(frame)
-            n = frame.seq + 1
             if len(batch) >= s.encode_batch:
-                _dispatch_chunk(rt, job_id, job.stream_id, batch)
+                n = _dispatch_chunk(rt, job_id, job.stream_id, batch)
                 batch = []
         if batch:
-            _dispatch_chunk(rt, job_id, job.stream_id, batch)
+            n = _dispatch_chunk(rt, job_id, job.stream_id, batch)
+    except _Stopped:
+        log.info("job %s: stream %s stopped after %d frames", job_id, job.stream_id, n)
+        stopped = True
+    except UnknownStreamRecord:
+        _fail(rt, job_id, job.stream_id, "stream_deleted: the stream was deleted while its video was read")
+        return
     except SourceError as e:
         _fail(rt, job_id, job.stream_id, f"{e.code}: {e}")
         return
     except Exception as e:
         _fail(rt, job_id, job.stream_id, f"ingest_failed: {type(e).__name__}: {e}")
         raise
-    if n == 0:
+    if n == 0 and not stopped:
         _fail(rt, job_id, job.stream_id, "corrupt_video: no frame could be sampled")
         return
     rt.records.update_job(job_id, frames_sampled=n, sampling_done=1)
     check_done(rt, job_id)
 
 
-def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]) -> None:
+class _Stopped(Exception):
+    """The stream was stopped (DELETE) while its video was being read."""
+
+
+def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]) -> int:
+    """Queue one chunk for the encoders; returns the frames handed over so far."""
     _wait_for_encoders(rt, stream_id, batch[0].seq)
     key = rt.frames.put(stream_id, batch)
     rt.records.update_job(job_id, frames_sampled=batch[-1].seq + 1)
     rt.submit("encode", job_id, stream_id, key)
+    return batch[-1].seq + 1
 
 
-def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, max_ahead: int | None = None) -> None:
-    """Backpressure: keep at most ``max_ahead`` sampled frames waiting for the encoders."""
-    limit = max_ahead if max_ahead is not None else 16 * rt.settings.encode_batch
+def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int) -> None:
+    """Backpressure: at most 16 chunks wait for the encoders. Raises _Stopped if the stream stops."""
+    limit = 16 * rt.settings.encode_batch
     while True:
-        encoded = _encoded(rt, stream_id)
-        if next_seq - encoded < limit:
+        if rt.records.stream(stream_id).state == "stopped":
+            raise _Stopped
+        if next_seq - _encoded(rt, stream_id) < limit:
             return
         time.sleep(0.05)
 
@@ -126,6 +144,9 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
     frames = rt.frames.get(frames_key)
     if frames is None:  # a redelivery of a chunk that was already appended
         check_done(rt, job_id)
+        return
+    if not rt.records.stream_exists(stream_id):  # purged meanwhile: do not recreate its memory
+        rt.frames.delete(frames_key)
         return
     try:
         backend = rt.backend()

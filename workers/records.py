@@ -23,6 +23,15 @@ if new > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return ARGV[2] e
 return tostring(cur)
 """
 
+# Update a stream's state only if the stream still exists; never move a stopped stream to done.
+_SET_STATE = """
+if redis.call('HEXISTS', KEYS[1], 'stream_id') == 0 then return 0 end
+if ARGV[1] == 'done' and redis.call('HGET', KEYS[1], 'state') == 'stopped' then return 1 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[2] then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
+return 1
+"""
+
 
 class UnknownJob(KeyError):
     code = "unknown_job"
@@ -85,6 +94,7 @@ class Records:
         self.r = client
         self.prefix = prefix
         self._raise_to = client.register_script(_RAISE_TO)
+        self._set_state = client.register_script(_SET_STATE)
 
     def _job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -116,7 +126,7 @@ class Records:
 
     def stream(self, stream_id: str) -> StreamRecord:
         h = {_s(k): _s(v) for k, v in self.r.hgetall(self._stream(stream_id)).items()}
-        if not h:
+        if "stream_id" not in h:
             raise UnknownStreamRecord(stream_id)
         return StreamRecord(
             stream_id=h["stream_id"],
@@ -131,14 +141,16 @@ class Records:
             error=h.get("error") or None,
         )
 
+    def stream_exists(self, stream_id: str) -> bool:
+        return bool(self.r.hexists(self._stream(stream_id), "stream_id"))
+
     def stream_ids(self) -> list[str]:
         return [_s(x) for x in self.r.zrange(self._streams(), 0, -1)]
 
-    def set_stream_state(self, stream_id: str, state: StreamState, error: str | None = None) -> None:
-        fields: dict[Any, Any] = {"state": state}
-        if error is not None:
-            fields["error"] = error
-        self.r.hset(self._stream(stream_id), mapping=fields)
+    def set_stream_state(self, stream_id: str, state: StreamState, error: str | None = None) -> bool:
+        """Set the state of an existing stream (a deleted one stays deleted). False if none."""
+        args = [state] if error is None else [state, error]
+        return bool(self._set_state(keys=[self._stream(stream_id)], args=args))
 
     def delete_stream(self, stream_id: str) -> None:
         with self.r.pipeline() as p:

@@ -57,6 +57,11 @@ class Runtime:
             frames=FrameStore(r, ttl_s=settings.frame_ttl_s),
         )
 
+    def close(self) -> None:
+        shutdown = getattr(self.dispatcher, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
     def submit(self, task: str, *args: Any) -> None:
         if self.dispatcher is None:
             raise RuntimeError("no dispatcher configured")

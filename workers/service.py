@@ -6,12 +6,13 @@ Never imports torch: it only reads Redis and dispatches tasks by name.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stream.file_source import VideoInfo, probe
+from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers.answers import AnswerChannel, AnswerEvent
 from workers.records import StreamRecord, new_id
@@ -34,7 +35,12 @@ def check_video(rt: Runtime, src: str, *, local: bool) -> VideoInfo:
     s = rt.settings
     if not local:
         check_source(src, s.allowed_schemes)
-    return probe(src, allowed_schemes=s.allowed_schemes, allow_local=local, timeout_s=s.open_timeout_s)
+    opts = {"allowed_schemes": s.allowed_schemes, "allow_local": local, "timeout_s": s.open_timeout_s}
+    info = probe(src, **opts)  # type: ignore[arg-type]
+    # Headers can look fine over garbage: decode one keyframe (raises CorruptVideo if none decodes).
+    with contextlib.closing(sample_frames(src, mode="keyframes", size=(32, 32), **opts)) as frames:  # type: ignore[arg-type]
+        next(frames, None)
+    return info
 
 
 def submit_video(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -46,7 +47,7 @@ _UPLOAD_DOC: dict[str, Any] = {
 @router.post("/v1/videos", status_code=202, response_model=VideoAccepted, openapi_extra=_UPLOAD_DOC)
 async def create_video(request: Request, rt: RuntimeDep) -> VideoAccepted:
     """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued."""
-    ctype = request.headers.get("content-type", "")
+    ctype = request.headers.get("content-type", "").strip().lower()
     if ctype.startswith("multipart/form-data"):
         return await _from_upload(request, rt)
     if ctype.startswith("application/json"):
@@ -80,16 +81,19 @@ async def _from_upload(request: Request, rt: RuntimeDep) -> VideoAccepted:
         )
     except ValidationError as e:
         raise ApiError("validation_error", _msg(e), 422) from None
-    updir = rt.settings.upload_dir
-    suffix = Path(upload.filename or "").suffix[:10] if upload.filename else ""
-    path = updir / f"{uuid.uuid4().hex}{suffix}"
-    await run_in_threadpool(_save, upload, path)
-    if path.stat().st_size == 0:
-        path.unlink(missing_ok=True)
-        raise ApiError("not_a_video", "the uploaded file is empty", 415)
+    path = rt.settings.upload_dir / f"{uuid.uuid4().hex}{_suffix(upload.filename)}"
     try:
+        await run_in_threadpool(_save, upload, path)
+        if path.stat().st_size == 0:
+            raise ApiError("not_a_video", "the uploaded file is empty", 415)
         info = await run_in_threadpool(service.check_video, rt, str(path), local=True)
-    except SourceError:
+    except SourceError as e:
+        path.unlink(missing_ok=True)
+        # Name the client's file, not the server-side path it was saved to.
+        shown = repr(_shown_name(upload.filename))
+        msg = str(e).replace(repr(str(path)), shown).replace(str(path), shown)
+        raise type(e)(msg) from None
+    except BaseException:
         path.unlink(missing_ok=True)
         raise
     job_id, stream_id = service.submit_video(
@@ -97,6 +101,17 @@ async def _from_upload(request: Request, rt: RuntimeDep) -> VideoAccepted:
         name=fields.name or (upload.filename or ""),
     )  # fmt: skip
     return VideoAccepted(job_id=job_id, stream_id=stream_id)
+
+
+def _suffix(filename: str | None) -> str:
+    """The extension of the client's file name, reduced to [a-z0-9] (it is never trusted for a path)."""
+    ext = re.sub(r"[^a-z0-9]", "", Path(filename or "").suffix.lower())[:8]
+    return f".{ext}" if ext else ""
+
+
+def _shown_name(filename: str | None) -> str:
+    name = re.sub(r"[\x00-\x1f\x7f]", "", Path(filename or "").name)[:200]
+    return name or "the uploaded file"
 
 
 def _save(upload: UploadFile, path: Path) -> None:

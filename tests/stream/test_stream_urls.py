@@ -147,7 +147,9 @@ def test_allow_list_must_be_supported_schemes() -> None:
 )
 def test_ffmpeg_options_network(src: str, schemes: tuple[str, ...], whitelist: str) -> None:
     opts = ffmpeg_options(src, schemes, timeout_s=2.5)
+    formats = opts.pop("format_whitelist")
     assert opts == {"protocol_whitelist": whitelist, "timeout": "2500000", "rw_timeout": "2500000"}
+    assert "tty" not in formats.split(",")  # a text page must not open as ANSI-art video
 
 
 def test_ffmpeg_options_local() -> None:
