@@ -36,7 +36,7 @@ from model.presets import SIGLIP_MEAN, SIGLIP_STD, resolve_model
 from model.runtime import DtypeName, pick_device, pick_dtype
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "vidmem" / "models"
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "vidmem"  # the same default as Settings.model_cache
 
 Parts = Literal["vision", "all"]
 

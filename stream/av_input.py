@@ -18,16 +18,12 @@ from pathlib import Path
 
 import av
 import av.error
-import av.logging
 from av.container import InputContainer
 from av.stream import Disposition
 from av.video.stream import VideoStream
 
 from stream.errors import CorruptVideo, ForbiddenUrl, NotAVideo, NoVideoStream, SourceError, UnreachableSource
 from stream.urls import ALLOWED_SCHEMES, classify, ffmpeg_options, redact
-
-if av.logging.get_level() is None:  # PyAV drops FFmpeg's log unless a level is set; errors only
-    av.logging.set_level(av.logging.ERROR)
 
 _CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftyp", "an MP4/MOV file"),
@@ -96,12 +92,37 @@ def _sniff(path: str) -> str | None:
     return None
 
 
-def open_error(exc: av.error.FFmpegError, source: Source, logs: Collection[str] = ()) -> SourceError:
-    """Map an exception raised by ``av.open`` (and FFmpeg's log lines meanwhile) to a SourceError."""
+def _open(source: Source, options: dict[str, str]) -> InputContainer:
+    return av.open(
+        source.url,
+        "r",
+        options=options,
+        timeout=(source.timeout_s, source.timeout_s),
+        metadata_errors="replace",  # junk bytes in a title tag must not fail the open
+    )
+
+
+def _format_refused(source: Source) -> bool:
+    """Whether a refused network open was the format whitelist, not the protocol one.
+
+    PyAV keeps FFmpeg's log off (installing its log callback can deadlock frame-threaded decoders),
+    so ask FFmpeg again without the format whitelist, still held to the protocol whitelist: if that
+    opens, the content was simply not an accepted container. Nothing is read from it.
+    """
+    relaxed = {k: v for k, v in source.options.items() if k != "format_whitelist"}
+    try:
+        _open(source, relaxed).close()
+    except av.error.FFmpegError:
+        return False
+    return True
+
+
+def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
+    """Map an exception raised by ``av.open`` to a SourceError."""
     detail = _describe(exc)
     if isinstance(exc, av.error.ArgumentError):
         # Our options are valid, so EINVAL at open means a whitelist refused something.
-        if any("Format not on whitelist" in m for m in logs):
+        if source.network and "format_whitelist" in source.options and _format_refused(source):
             return NotAVideo(f"{source.shown} is not in an accepted video container format ({detail})")
         if source.network:
             return ForbiddenUrl(
@@ -148,16 +169,9 @@ def open_video(source: Source) -> Iterator[tuple[InputContainer, VideoStream]]:
     cannot be parsed), UnreachableSource or ForbiddenUrl (a redirect to a protocol outside the list).
     """
     try:
-        with av.logging.Capture() as logs:  # FFmpeg's own words tell a refused format from a protocol
-            container = av.open(
-                source.url,
-                "r",
-                options=source.options,
-                timeout=(source.timeout_s, source.timeout_s),
-                metadata_errors="replace",  # junk bytes in a title tag must not fail the open
-            )
+        container = _open(source, source.options)
     except av.error.FFmpegError as exc:
-        raise open_error(exc, source, [str(m) for _, _, m in logs]) from None
+        raise open_error(exc, source) from None
     try:
         stream = pick_video_stream(container)
         if stream is None:

@@ -25,6 +25,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def closed_port() -> int:
+    """A loopback TCP port with nothing listening (bound, then released)."""
+    return free_port()
+
+
+@pytest.fixture
 def fake_redis() -> Iterator[redis.Redis]:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     yield client

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import redis
@@ -108,17 +108,7 @@ class Records:
     # ---- streams ----
 
     def create_stream(self, rec: StreamRecord) -> None:
-        fields: dict[Any, Any] = {
-            "stream_id": rec.stream_id,
-            "kind": rec.kind,
-            "name": rec.name,
-            "source": rec.source,
-            "state": rec.state,
-            "fps": rec.fps,
-            "budget": rec.budget,
-            "sample_mode": rec.sample_mode,
-            "created_at": rec.created_at,
-        }
+        fields: dict[Any, Any] = {k: v for k, v in asdict(rec).items() if v is not None}
         with self.r.pipeline() as p:
             p.hset(self._stream(rec.stream_id), mapping=fields)
             p.zadd(self._streams(), {rec.stream_id: rec.created_at})

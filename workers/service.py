@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -97,22 +98,12 @@ def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
 
 def stream_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
     rec = rt.records.stream(stream_id)
-    out: dict[str, Any] = {
-        "stream_id": rec.stream_id,
-        "kind": rec.kind,
-        "name": rec.name,
-        "source": rec.source,
-        "state": rec.state,
-        "fps": rec.fps,
-        "sample_mode": rec.sample_mode,
-        "budget": rec.budget,
-        "created_at": rec.created_at,
+    out: dict[str, Any] = asdict(rec) | {
         "frames_encoded": 0,
         "tokens_used": 0,
         "slots": 0,
         "gaps": [],
         "last_frame_t": None,
-        "error": rec.error,
     }
     if rt.memory.exists(stream_id):
         st = rt.memory.state(stream_id)

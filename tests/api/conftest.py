@@ -7,7 +7,6 @@ The tiny model is built once per session into a session temporary directory (``m
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -103,14 +102,6 @@ def web(api_clips: ApiClips, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     (root / "notes.txt").write_text("this is a text file, not a video\n" * 20)
     with serve_directory(root) as server:
         yield server
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- helpers -----------------------------------------------------------------------------

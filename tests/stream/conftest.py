@@ -28,14 +28,6 @@ def http_server(tmp_path: Path) -> Iterator[HttpServer]:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A loopback TCP port with nothing listening (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
 def silent_port() -> Iterator[int]:
     """A loopback TCP port that accepts connections and never answers."""
     with socket.socket() as s:

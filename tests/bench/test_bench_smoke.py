@@ -1,0 +1,37 @@
+"""CI smoke of ``python -m bench memory --size tiny``: it runs end to end and reports every key.
+
+Timings are not asserted here (they belong to bench/, on a quiet machine); the token and byte
+accounting is deterministic and is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_memory_bench_tiny_reports_every_key(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "memory", "--size", "tiny", "--json", "--repeats", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/bin", "PYTHONPATH": str(REPO)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("answer_time_ratio_24h_1min", "redis_bytes_ratio_24h_1h", "ingest_ratio", "sampling_ratio"):
+        assert isinstance(res[key], float) and math.isfinite(res[key]) and res[key] > 0, key
+    for h in ("1min", "1h", "24h"):
+        assert res[f"tokens_used_{h}"] <= res["budget"]
+    assert res["frames_covered_24h"] == 86_400
+    assert res["redis_bytes_ratio_24h_1h"] <= 1.1  # bounded storage: a day costs what an hour does
