@@ -19,7 +19,7 @@ from model.llava_ov import LlavaOVBackend
 from model.memory import MemoryConfig, TokenMemory
 from model.slots import EncodedFrame
 from stream.file_source import probe, sample_frames
-from workers.models import answerer_for
+from workers.models import answerer_for, text_costs
 from workers.pipeline import thumbnail
 
 HISTORIES: dict[str, int] = {"1min": 60, "1h": 3600, "24h": 86_400}
@@ -45,17 +45,30 @@ def encode_seeds(backend: LlavaOVBackend, clip: str, count: int = 8) -> Seeds:
     return Seeds(backend.encode(np.stack(frames)), [thumbnail(img) for img in frames])
 
 
-def build_history(memory: TokenMemory, sid: str, cfg: MemoryConfig, seeds: Seeds, frames: int) -> float:
-    """Create stream ``sid`` and append ``frames`` frames at 1 fps; returns the seconds it took."""
+def build_history(
+    backend: LlavaOVBackend, memory: TokenMemory, sid: str, cfg: MemoryConfig, seeds: Seeds, frames: int
+) -> float:
+    """Create stream ``sid`` and append ``frames`` frames at 1 fps; returns the seconds it took.
+
+    Each frame carries its timestamp-text cost, as the encode worker computes it.
+    """
     memory.delete(sid)
     memory.create(sid, cfg)
     k = len(seeds.thumbs)
 
     def run() -> None:
         for lo in range(0, frames, APPEND_BATCH):
+            seqs = range(lo, min(frames, lo + APPEND_BATCH))
+            texts = text_costs(backend, cfg, [float(i) for i in seqs])
             batch = [
-                EncodedFrame(seq=i, t=float(i), tokens=seeds.tokens[i % k], thumb=seeds.thumbs[i % k])
-                for i in range(lo, min(frames, lo + APPEND_BATCH))
+                EncodedFrame(
+                    seq=i,
+                    t=float(i),
+                    tokens=seeds.tokens[i % k],
+                    thumb=seeds.thumbs[i % k],
+                    text_tokens=text,
+                )
+                for i, text in zip(seqs, texts, strict=True)
             ]
             memory.append(sid, batch)
 

@@ -31,6 +31,7 @@ from model.slots import EncodedFrame
 from stream.file_source import sample_frames
 from stream.frames import Frame
 from workers.frames import FrameStore
+from workers.models import text_costs
 from workers.pipeline import thumbnail
 
 
@@ -76,8 +77,10 @@ class Ingest:
         with sw("thumbnail"):
             thumbs = [thumbnail(f.image) for f in got]
         with sw("append"):
+            texts = text_costs(self.backend, self.cfg, [f.pts for f in got])
             encoded = [
-                EncodedFrame(seq=f.seq, t=f.pts, tokens=tokens[i], thumb=thumbs[i]) for i, f in enumerate(got)
+                EncodedFrame(seq=f.seq, t=f.pts, tokens=tokens[i], thumb=thumbs[i], text_tokens=texts[i])
+                for i, f in enumerate(got)
             ]
             self.memory.append(sid, encoded)
 

@@ -79,7 +79,7 @@ def _histories(rt: Any, args: argparse.Namespace, clip: Path, real_redis: bool) 
     out: dict[str, Any] = {"seed_frames": len(seeds.thumbs), "seed_encode_s": seed_s}
     sids = {name: f"bench-{name}" for name in HISTORIES}
     for name, frames in HISTORIES.items():
-        seconds = build_history(memory, sids[name], cfg, seeds, frames)
+        seconds = build_history(backend, memory, sids[name], cfg, seeds, frames)
         log(f"history {name}: {frames} frames appended in {seconds:.1f} s")
         out[f"build_s_{name}"] = seconds
         out[f"append_frames_per_s_{name}"] = frames / seconds

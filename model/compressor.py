@@ -2,9 +2,11 @@
 
 Three pieces, kept apart so that prompt building never needs the encoder:
 
-* ``plan_side`` – the paper's rule: with N slots and budget B, every slot gets side
-  ``s = clamp(floor(sqrt(B / N - c)), 1, s_max)``; ``c`` is the per-slot text
-  overhead (timestamps) that the budget also pays for (``c = 0`` is the paper exactly).
+* ``plan_sides`` – the paper's rule: with N slots and budget B, every slot gets side
+  ``s = clamp(floor(sqrt(B / N)), 1, s_max)``. Here the budget also pays for each slot's
+  timestamp text (``c_i`` tokens), so ``s`` comes from ``(B - sum c_i) / N``; and the tokens
+  the floor leaves unused go to the newest slots at side ``s + 1`` (recent minutes stay
+  sharper). With no text and no remainder this is the paper exactly.
 * ``pool`` – adaptive average pooling of a token grid (the paper's compressor).
 * ``layout_cost`` – how many prompt tokens a memory layout costs.
 
@@ -14,7 +16,7 @@ numpy only: the API process imports this without torch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -29,26 +31,44 @@ def max_slots(budget: int, text_tokens: int = 0, min_side: int = 1) -> int:
     return budget // per_slot
 
 
-def plan_side(n_slots: int, budget: int, s_max: int, text_tokens: int = 0, min_side: int = 1) -> int:
-    """Grid side for every slot when the memory holds ``n_slots`` slots.
+def plan_sides(text_costs: Sequence[int], budget: int, s_max: int, min_side: int = 1) -> list[int]:
+    """Grid side of every slot (oldest first), given each slot's timestamp-text cost.
 
-    Raises BudgetError when even ``min_side`` does not fit (the caller must merge first).
+    Base side ``s = clamp(floor(sqrt((B - sum(c_i)) / N)), min_side, s_max)``; the tokens the
+    floor leaves unused raise the newest slots to ``s + 1``, as many as fit. With all
+    ``c_i = 0`` and no remainder this is the paper's rule. Raises BudgetError when even
+    ``min_side`` everywhere does not fit (the caller must merge first).
     """
-    if n_slots <= 0:
-        return s_max
-    if n_slots > max_slots(budget, text_tokens, min_side):
+    n = len(text_costs)
+    if n == 0:
+        return []
+    visual = budget - sum(text_costs)
+    if visual < n * min_side * min_side:
         raise BudgetError(
-            f"{n_slots} slots do not fit a budget of {budget} tokens at side {min_side} "
-            f"with {text_tokens} text tokens per slot (max {max_slots(budget, text_tokens, min_side)})"
+            f"{n} slots with {sum(text_costs)} text tokens do not fit a budget of {budget} at side {min_side}"
         )
-    side = math.isqrt(budget // n_slots - text_tokens)
-    # isqrt(floor(B/N) - c) == floor(sqrt(B/N - c)) for integer c, so N * (s^2 + c) <= B.
-    return max(min_side, min(s_max, side))
+    side = max(min_side, min(s_max, math.isqrt(visual // n)))
+    if side == s_max:
+        return [side] * n
+    extra = min(n, (visual - n * side * side) // (2 * side + 1))  # (s+1)^2 - s^2 each
+    return [side] * (n - extra) + [side + 1] * extra
 
 
-def layout_cost(sides: Iterable[int], text_tokens: int = 0) -> int:
-    """Prompt tokens of a memory layout: each slot costs side^2 visual tokens plus its text."""
-    return sum(s * s + text_tokens for s in sides)
+def fits(text_costs: Sequence[int], budget: int, min_side: int = 1) -> bool:
+    """Whether slots with these text costs fit the budget at ``min_side`` (else: merge)."""
+    return len(text_costs) * min_side * min_side + sum(text_costs) <= budget
+
+
+def layout_cost(sides: Iterable[int], text_costs: Iterable[int] | int = 0) -> int:
+    """Prompt tokens of a memory layout: each slot costs side^2 visual tokens plus its text.
+
+    text_costs: one count per slot, or one count for every slot.
+    """
+    sides = list(sides)
+    texts = [text_costs] * len(sides) if isinstance(text_costs, int) else list(text_costs)
+    if len(texts) != len(sides):
+        raise ValueError(f"{len(sides)} sides but {len(texts)} text costs")
+    return sum(s * s + c for s, c in zip(sides, texts, strict=True))
 
 
 def _bins(n_in: int, n_out: int) -> list[tuple[int, int]]:

@@ -1,11 +1,12 @@
 """The bounded visual memory of one stream, stored in Redis.
 
-Per stream, an ordered list of slots. Every slot has the same side ``s`` (the paper's
-rule, see ``compressor.plan_side``); when an append makes ``s`` fall, the stored slots
-are re-pooled in place. Once ``s`` is at ``min_side`` and another slot would not fit,
-the lowest-scoring adjacent pair (``merge.MergePolicy``) is merged temporally, so
+Per stream, an ordered list of slots. Slots get the side of the paper's rule, computed
+on what their timestamp texts leave of the budget, and the newest ones get one more
+(``compressor.plan_sides``); when an append makes a slot's side fall, it is re-pooled in
+place. Once the base side is ``min_side`` and another slot would not fit, the
+lowest-scoring adjacent pair (``merge.MergePolicy``) is merged temporally, so
 
-    layout_cost(sides, text_tokens) <= budget
+    layout_cost(sides, text_costs) <= budget
 
 holds after every write, for streams of any length.
 
@@ -32,13 +33,13 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
 import redis
 
-from model.compressor import BudgetError, layout_cost, max_slots, merge_tokens, plan_side, pool
+from model.compressor import BudgetError, fits, layout_cost, max_slots, merge_tokens, plan_sides, pool
 from model.merge import get_policy
 from model.slots import EncodedFrame, Slot
 
@@ -79,7 +80,8 @@ class MemoryConfig:
     budget:      max prompt tokens of the memory (visual tokens + per-slot timestamp text).
     s_max:       the backend's native grid side (14 for LLaVA-OneVision video).
     dim:         token width D.
-    text_tokens: tokens reserved per slot for its timestamp text (0: the paper's pure rule).
+    text_tokens: the most tokens one slot's timestamp text may take (0: no timestamps, the
+                 paper's pure rule). Each frame brings its own exact count (``EncodedFrame``).
     min_side:    smallest grid side before slots merge temporally.
     policy:      merge policy name (``merge.POLICIES``).
     dtype:       storage dtype of the tokens.
@@ -102,7 +104,8 @@ class MemoryConfig:
 
     @property
     def max_slots(self) -> int:
-        return max_slots(self.budget, self.text_tokens, self.min_side)
+        """The most slots the memory can ever hold (every timestamp at its cheapest, 1 token)."""
+        return max_slots(self.budget, 1 if self.text_tokens else 0, self.min_side)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,18 +120,21 @@ class SlotInfo:
     side: int
     wall0: float | None = None
     wall1: float | None = None
+    text: int = 0  # tokens of its timestamp text in the prompt
 
     @property
     def frames(self) -> int:
         return self.seq_hi - self.seq_lo + 1
 
     def to_json(self) -> str:
-        return json.dumps([self.t0, self.t1, self.seq_lo, self.seq_hi, self.side, self.wall0, self.wall1])
+        return json.dumps(
+            [self.t0, self.t1, self.seq_lo, self.seq_hi, self.side, self.wall0, self.wall1, self.text]
+        )
 
     @classmethod
     def from_json(cls, slot_id: int, raw: bytes | str) -> SlotInfo:
-        t0, t1, lo, hi, side, w0, w1 = json.loads(raw)
-        return cls(slot_id, t0, t1, lo, hi, side, w0, w1)
+        t0, t1, lo, hi, side, w0, w1, text = json.loads(raw)
+        return cls(slot_id, t0, t1, lo, hi, side, w0, w1, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +151,12 @@ class MemoryState:
 
     @property
     def tokens_used(self) -> int:
-        return layout_cost((s.side for s in self.slots), self.config.text_tokens)
+        return layout_cost([s.side for s in self.slots], [s.text for s in self.slots])
 
     def as_slots(self) -> list[Slot]:
         """The slots with their tokens (requires a state read with tokens)."""
         return [
-            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id])
+            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id], s.text)
             for s in self.slots
         ]
 
@@ -160,18 +166,18 @@ _HEADER = struct.Struct("<I")
 
 def _pack_frame(f: EncodedFrame) -> bytes:
     head = json.dumps(
-        [f.seq, f.t, f.wall_time, list(f.tokens.shape), str(f.tokens.dtype), len(f.thumb)]
+        [f.seq, f.t, f.wall_time, list(f.tokens.shape), str(f.tokens.dtype), len(f.thumb), f.text_tokens]
     ).encode()
     return _HEADER.pack(len(head)) + head + f.thumb + np.ascontiguousarray(f.tokens).tobytes()
 
 
 def _unpack_frame(raw: bytes) -> EncodedFrame:
     (n,) = _HEADER.unpack_from(raw)
-    seq, t, wall, shape, dtype, n_thumb = json.loads(raw[_HEADER.size : _HEADER.size + n])
+    seq, t, wall, shape, dtype, n_thumb, text = json.loads(raw[_HEADER.size : _HEADER.size + n])
     body = _HEADER.size + n
     thumb = raw[body : body + n_thumb]
     tokens = np.frombuffer(raw[body + n_thumb :], dtype=dtype).reshape(shape)
-    return EncodedFrame(seq=seq, t=t, tokens=tokens, thumb=thumb, wall_time=wall)
+    return EncodedFrame(seq=seq, t=t, tokens=tokens, thumb=thumb, wall_time=wall, text_tokens=text)
 
 
 class _Work:
@@ -203,19 +209,28 @@ class _Work:
             self.tokens[slot_id] = _grid(raw, info.side, self.cfg.dim, self.cfg.dtype)
         return self.tokens[slot_id]
 
-    def repool_all(self, side: int) -> None:
-        for i, info in enumerate(self.order):
-            if info.side != side:
+    def texts(self) -> list[int]:
+        return [s.text for s in self.order]
+
+    def apply_sides(self) -> None:
+        """Re-pool every slot above its planned side (sides only ever fall)."""
+        sides = plan_sides(self.texts(), self.cfg.budget, self.cfg.s_max, self.cfg.min_side)
+        for i, (info, side) in enumerate(zip(self.order, sides, strict=True)):
+            if info.side > side:
                 self.tokens[info.slot_id] = pool(self.load(info.slot_id), side)
-                self.order[i] = _replace_side(info, side)
+                self.order[i] = replace(info, side=side)
                 self.dirty_tokens.add(info.slot_id)
-        self.side = side
+        self.side = min(sides)
 
     def add(self, f: EncodedFrame) -> None:
+        """Append a frame's slot, pooled to the largest side any slot can have after this append."""
         sid = self.next_id
         self.next_id += 1
-        toks = pool(f.tokens.astype(self.cfg.dtype), self.side)
-        self.order.append(SlotInfo(sid, f.t, f.t, f.seq, f.seq, self.side, f.wall_time, f.wall_time))
+        side = min(f.tokens.shape[0], self.side + 1, self.cfg.s_max)
+        toks = pool(f.tokens.astype(self.cfg.dtype), side)
+        self.order.append(
+            SlotInfo(sid, f.t, f.t, f.seq, f.seq, side, f.wall_time, f.wall_time, f.text_tokens)
+        )
         self.tokens[sid] = toks
         self.thumbs[sid] = f.thumb
         self.dirty_tokens.add(sid)
@@ -242,11 +257,21 @@ class _Work:
         left_id = min(self.pairs, key=lambda k: (self.pairs[k], self.order[pos[k]].seq_lo))
         i = pos[left_id]
         left, right = self.order[i], self.order[i + 1]
-        merged = merge_tokens(self.load(left.slot_id), left.frames, self.load(right.slot_id), right.frames)
-        self.tokens[left.slot_id] = merged
+        side = min(left.side, right.side)
+        a, b = pool(self.load(left.slot_id), side), pool(self.load(right.slot_id), side)
+        self.tokens[left.slot_id] = merge_tokens(a, left.frames, b, right.frames)
         self.dirty_tokens.add(left.slot_id)
+        # the merged slot keeps the left one's start time, hence its timestamp text
         self.order[i] = SlotInfo(
-            left.slot_id, left.t0, right.t1, left.seq_lo, right.seq_hi, left.side, left.wall0, right.wall1
+            left.slot_id,
+            left.t0,
+            right.t1,
+            left.seq_lo,
+            right.seq_hi,
+            side,
+            left.wall0,
+            right.wall1,
+            left.text,
         )
         del self.order[i + 1]
         self.pairs.pop(right.slot_id, None)
@@ -259,10 +284,6 @@ class _Work:
             self.dirty_pairs.add(left.slot_id)
         self._rescore(i - 1)
         self._rescore(i)
-
-
-def _replace_side(info: SlotInfo, side: int) -> SlotInfo:
-    return SlotInfo(info.slot_id, info.t0, info.t1, info.seq_lo, info.seq_hi, side, info.wall0, info.wall1)
 
 
 class TokenMemory:
@@ -345,6 +366,12 @@ class TokenMemory:
         for f in frames:
             if f.tokens.shape[-1] != cfg.dim or f.tokens.shape[0] != f.tokens.shape[1]:
                 raise ValueError(f"frame {f.seq}: tokens {f.tokens.shape} do not fit [s, s, {cfg.dim}]")
+            lo = 1 if cfg.text_tokens else 0
+            if not lo <= f.text_tokens <= cfg.text_tokens:
+                raise BudgetError(
+                    f"frame {f.seq}: timestamp text of {f.text_tokens} tokens, the memory allows "
+                    f"{lo}..{cfg.text_tokens} per slot"
+                )
         pend_key = self.key(sid, "pending")
         waiting = {int(k) for k in pipe.hkeys(pend_key)}
         fresh = {f.seq: f for f in frames if f.seq >= next_seq}
@@ -356,15 +383,14 @@ class TokenMemory:
         stage = {s: f for s, f in fresh.items() if s >= seq and s not in waiting}
         work = _Work(self, pipe, sid, cfg, meta) if run else None
         if work is not None:
-            n_final = min(len(work.order) + len(run), cfg.max_slots)
-            target = plan_side(n_final, cfg.budget, cfg.s_max, cfg.text_tokens, cfg.min_side)
-            if target < work.side:
-                work.repool_all(target)
-            for f in run:
+            for i, f in enumerate(run, 1):
                 work.add(f)
-                if len(work.order) > cfg.max_slots:
+                while not fits(work.texts(), cfg.budget, cfg.min_side):
                     work.merge_one()
-            cost = layout_cost((s.side for s in work.order), cfg.text_tokens)
+                if i % 64 == 0:  # long batches: keep new slots small as they come
+                    work.apply_sides()
+            work.apply_sides()
+            cost = layout_cost([s.side for s in work.order], work.texts())
             if cost > cfg.budget:
                 raise BudgetError(f"memory {sid} would cost {cost} tokens over its budget {cfg.budget}")
         pipe.multi()

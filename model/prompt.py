@@ -135,18 +135,38 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, question: str, cfg: PromptCo
     return before, after
 
 
+def label_tokens(tokenizer: PreTrainedTokenizerBase, starts: Sequence[float]) -> list[int]:
+    """How many tokens the timestamp text of a slot starting at each time takes.
+
+    The encoder worker stores this with each frame, so that the memory's budget pays for the
+    exact prompt text (``compressor.plan_sides``) without knowing the tokenizer.
+    """
+    texts = [f"{slot_label(t)}: " for t in starts]
+    return [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def _allowed_text(slot: Slot, cfg: PromptConfig) -> int:
+    """The text tokens the memory accounted for this slot (the config's reserve if it did not say)."""
+    if not cfg.timestamps:
+        return 0
+    return slot.text_tokens or cfg.text_tokens
+
+
 def count_slot_text(
     tokenizer: PreTrainedTokenizerBase, slots: Sequence[Slot], cfg: PromptConfig
 ) -> list[list[int]]:
-    """Token ids of each slot's timestamp text ([] when timestamps are off); checks the reserve."""
+    """Token ids of each slot's timestamp text ([] when timestamps are off).
+
+    Raises BudgetError, with both numbers, when a text takes more tokens than the memory accounted.
+    """
     if not cfg.timestamps:
         return [[] for _ in slots]
     ids = [list(x) for x in tokenizer([slot_text(s) for s in slots], add_special_tokens=False)["input_ids"]]
     for slot, slot_ids in zip(slots, ids, strict=True):
-        if len(slot_ids) > cfg.text_tokens:
+        if len(slot_ids) > _allowed_text(slot, cfg):
             raise BudgetError(
                 f"timestamp {slot_text(slot)!r} takes {len(slot_ids)} tokens, "
-                f"the per-slot text reserve is {cfg.text_tokens}"
+                f"the memory accounted {_allowed_text(slot, cfg)} for it"
             )
     return ids
 
@@ -159,8 +179,7 @@ def check_layout(slots: Sequence[Slot], cfg: PromptConfig, budget: int | None = 
         if s.tokens.shape[:2] != (s.side, s.side):
             raise ValueError(f"slot {s.slot_id}: tokens {s.tokens.shape} do not match side {s.side}")
     if budget is not None:
-        reserve = cfg.text_tokens if cfg.timestamps else 0
-        cost = compressor.layout_cost([s.side for s in slots], reserve)
+        cost = compressor.layout_cost([s.side for s in slots], [_allowed_text(s, cfg) for s in slots])
         if cost > budget:
             raise BudgetError(f"the slots cost {cost} tokens, the budget is {budget}")
 

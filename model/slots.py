@@ -20,6 +20,7 @@ class EncodedFrame:
     tokens: np.ndarray
     thumb: bytes = b""
     wall_time: float | None = None
+    text_tokens: int = 0  # tokens of this frame's timestamp text in the prompt (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Slot:
     seq_hi: int
     side: int
     tokens: np.ndarray
+    text_tokens: int = 0  # the timestamp-text tokens the memory accounted for (0: not given)
 
     @property
     def frames(self) -> int:

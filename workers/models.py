@@ -5,6 +5,7 @@ from __future__ import annotations
 from model.answerer import AnswerConfig, Answerer, PromptConfig
 from model.llava_ov import LlavaOVBackend, LlavaOVConfig
 from model.memory import MemoryConfig
+from model.prompt import label_tokens
 from vidmem.settings import Settings
 
 
@@ -23,6 +24,13 @@ def load_backend(settings: Settings) -> LlavaOVBackend:
             max_batch=settings.encode_batch,
         )
     )
+
+
+def text_costs(backend: LlavaOVBackend, memory: MemoryConfig, starts: list[float]) -> list[int]:
+    """Tokens of each frame's timestamp text in the prompt (all 0 when the memory has none)."""
+    if not memory.text_tokens:
+        return [0] * len(starts)
+    return label_tokens(backend.tokenizer, starts)
 
 
 def answerer_for(backend: LlavaOVBackend, memory: MemoryConfig, max_new_tokens: int) -> Answerer:

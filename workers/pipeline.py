@@ -141,6 +141,8 @@ def _finish(rt: Runtime, job_id: str) -> None:
 
 def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> None:
     """Encode one chunk of frames and append it to the stream's memory (idempotent)."""
+    from workers.models import text_costs
+
     frames = rt.frames.get(frames_key)
     if frames is None:  # a redelivery of a chunk that was already appended
         check_done(rt, job_id)
@@ -151,11 +153,17 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
     try:
         backend = rt.backend()
         rec = rt.records.stream(stream_id)
-        rt.memory.create(stream_id, rt.memory_config(rec.budget))
+        cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
         tokens = backend.encode(np.stack([f.image for f in frames]))
+        texts = text_costs(backend, cfg, [f.pts for f in frames])
         encoded = [
             EncodedFrame(
-                seq=f.seq, t=f.pts, tokens=tokens[i], thumb=thumbnail(f.image), wall_time=f.wall_time
+                seq=f.seq,
+                t=f.pts,
+                tokens=tokens[i],
+                thumb=thumbnail(f.image),
+                wall_time=f.wall_time,
+                text_tokens=texts[i],
             )
             for i, f in enumerate(frames)
         ]

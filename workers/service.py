@@ -125,9 +125,8 @@ def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
     rec = rt.records.stream(stream_id)
     if not rt.memory.exists(stream_id):
         return {"stream_id": stream_id, "budget": rec.budget, "tokens_used": 0, "version": 0, "side": None,
-                "frames": 0, "text_tokens_per_slot": rt.settings.text_tokens, "slots": []}  # fmt: skip
+                "frames": 0, "slots": []}  # fmt: skip
     st = rt.memory.state(stream_id)
-    c = st.config.text_tokens
     return {
         "stream_id": stream_id,
         "budget": st.config.budget,
@@ -135,7 +134,6 @@ def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
         "version": st.version,
         "side": st.side,
         "frames": st.next_seq,
-        "text_tokens_per_slot": c,
         "policy": st.config.policy,
         "slots": [
             {
@@ -143,7 +141,7 @@ def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
                 "t0": s.t0,
                 "t1": s.t1,
                 "side": s.side,
-                "tokens": s.side * s.side + c,
+                "tokens": s.side * s.side + s.text,  # visual tokens + its timestamp text
                 "frames": s.frames,
                 "thumbnail": f"/v1/streams/{stream_id}/slots/{s.slot_id}/thumbnail",
             }

@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 D = 16
 
 
-def frame(seq: int, s: int) -> EncodedFrame:
+def frame(seq: int, s: int, text: int = 2) -> EncodedFrame:
     toks = np.random.default_rng(seq).standard_normal((s, s, D)).astype(np.float32)
-    return EncodedFrame(seq=seq, t=float(seq), tokens=toks, thumb=b"t")
+    return EncodedFrame(seq=seq, t=float(seq), tokens=toks, thumb=b"t", text_tokens=text)
 
 
 @pytest.mark.parametrize("policy", ["similar", "uniform"])
@@ -55,7 +55,7 @@ def test_concurrent_writers_on_real_redis(
     state = mem.state("cam", with_tokens=True)
     assert list(frames_in(state)) == list(range(n))  # none lost, none duplicated
     assert state.tokens_used <= cfg.budget
-    assert len(state.slots) == cfg.max_slots
+    assert len(state.slots) == cfg.budget // (1 + 2)  # side 1 + 2 text tokens per slot, full
     assert mem.pending_seqs("cam") == []
     # bounded storage: tokens + thumbnails + metadata stay near budget x D x bytes
     assert mem.stored_bytes("cam") < cfg.budget * D * 2 + 200 * len(state.slots) + 4096

@@ -81,7 +81,7 @@ def test_prompt_layout_and_accounting(tiny_backend: LlavaOVBackend, slots: list[
 
 
 def test_budget_errors(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
-    with pytest.raises(BudgetError, match=r"takes \d+ tokens, the per-slot text reserve is 3"):
+    with pytest.raises(BudgetError, match=r"takes \d+ tokens, the memory accounted 3 for it"):
         build_prompt(tiny_backend, slots, QUESTION, PromptConfig(text_tokens=3))
     cost = 196 + 49 + 9 + 1 + 4 * 8
     with pytest.raises(BudgetError, match=f"cost {cost} tokens, the budget is {cost - 1}"):

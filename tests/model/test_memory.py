@@ -8,19 +8,16 @@ import numpy as np
 import pytest
 import redis
 
-from model.compressor import layout_cost, plan_side
+from model.compressor import BudgetError, layout_cost, plan_sides
 from model.memory import MemoryConfig, TokenMemory, UnknownStream, frames_in
 from model.slots import EncodedFrame
 
 D = 8
 
 
-def frame(seq: int, s: int = 14, value: float | None = None) -> EncodedFrame:
-    rng = np.random.default_rng(seq)
-    toks = rng.standard_normal((s, s, D)).astype(np.float32)
-    if value is not None:
-        toks[:] = value
-    return EncodedFrame(seq=seq, t=float(seq), tokens=toks, thumb=b"jpg%d" % seq)
+def frame(seq: int, s: int = 14, text: int = 0) -> EncodedFrame:
+    toks = np.random.default_rng(seq).standard_normal((s, s, D)).astype(np.float32)
+    return EncodedFrame(seq=seq, t=float(seq), tokens=toks, thumb=b"jpg%d" % seq, text_tokens=text)
 
 
 def check(mem: TokenMemory, sid: str, n_frames: int) -> None:
@@ -29,13 +26,12 @@ def check(mem: TokenMemory, sid: str, n_frames: int) -> None:
     assert st.tokens_used <= cfg.budget
     assert list(frames_in(st)) == list(range(n_frames))
     assert st.next_seq == n_frames
-    assert len({s.side for s in st.slots}) <= 1
-    if st.slots:
-        n = len(st.slots)
-        assert st.side == plan_side(n, cfg.budget, cfg.s_max, cfg.text_tokens, cfg.min_side)
-        for s in st.slots:
-            assert st.tokens[s.slot_id].shape == (s.side, s.side, D)
-    assert st.tokens_used == layout_cost([s.side for s in st.slots], cfg.text_tokens)
+    texts = [s.text for s in st.slots]
+    planned = plan_sides(texts, cfg.budget, cfg.s_max, cfg.min_side)
+    assert all(s.side <= p for s, p in zip(st.slots, planned, strict=True))  # never above plan
+    for s in st.slots:
+        assert st.tokens[s.slot_id].shape == (s.side, s.side, D)
+    assert st.tokens_used == layout_cost([s.side for s in st.slots], texts)
 
 
 def test_short_stream_keeps_full_detail(fake_redis: redis.Redis) -> None:
@@ -60,7 +56,7 @@ def test_side_falls_as_stream_grows_then_merges(fake_redis: redis.Redis) -> None
         if seq % 37 == 0:
             check(mem, "s", seq + 1)
     assert sides[0] == 14 and sides[-1] == 1
-    assert sides == sorted(sides, reverse=True)  # compression only rises
+    assert sides == sorted(sides, reverse=True)  # compression only rises (the base side)
     st = mem.state("s")
     assert len(st.slots) == cfg.max_slots == 200
     # the uniform policy keeps spans about equal: 400 frames in 200 slots -> 2 each
@@ -72,11 +68,30 @@ def test_text_tokens_count_against_the_budget(fake_redis: redis.Redis) -> None:
     mem = TokenMemory(fake_redis)
     cfg = MemoryConfig(budget=300, s_max=14, dim=D, text_tokens=8, min_side=2)
     mem.create("s", cfg)
-    mem.append("s", [frame(i) for i in range(100)])
+    mem.append("s", [frame(i, text=8) for i in range(100)])
     st = mem.state("s")
     assert len(st.slots) == 300 // (4 + 8) and st.side == 2
     assert st.tokens_used <= 300
     check(mem, "s", 100)
+    with pytest.raises(BudgetError, match="timestamp text of 9 tokens"):
+        mem.append("s", [frame(100, text=9)])  # more than the memory allows per slot
+    with pytest.raises(BudgetError, match="timestamp text of 0 tokens"):
+        mem.append("s", [frame(100, text=0)])  # timestamps on: every slot has one
+
+
+def test_budget_left_by_the_floor_goes_to_the_newest_slots(fake_redis: redis.Redis) -> None:
+    # 60 slots, 5 text tokens each: (1024 - 300) / 60 = 12.07 -> side 3 leaves 184 tokens,
+    # enough to raise the newest 26 slots to side 4 (7 tokens each).
+    assert plan_sides([5] * 60, 1024, 14) == [3] * 34 + [4] * 26
+    assert plan_sides([0] * 4, 196 * 8, 14) == [14] * 4  # short streams keep full detail
+    assert plan_sides([0] * 10, 100, 14) == [3] * 9 + [4]  # 10 x 9 = 90; 10 left, 7 per raise -> 1
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=1024, s_max=14, dim=D, text_tokens=8))
+    mem.append("s", [frame(i, text=5) for i in range(60)])
+    st = mem.state("s")
+    assert [s.side for s in st.slots] == [3] * 34 + [4] * 26
+    assert st.tokens_used == 34 * 14 + 26 * 21 == 1022
+    check(mem, "s", 60)
 
 
 def test_similar_policy_merges_the_look_alikes(fake_redis: redis.Redis) -> None:

@@ -9,15 +9,19 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from model.compressor import plan_sides
 from model.memory import MemoryConfig, TokenMemory, frames_in
 from model.slots import EncodedFrame
 
 D = 4
 
 
-def frame(seq: int, s: int) -> EncodedFrame:
+def frame(seq: int, cfg: MemoryConfig) -> EncodedFrame:
+    """A frame whose timestamp text costs 1..cfg.text_tokens tokens (varying), or 0 without text."""
+    s = cfg.s_max
     toks = np.random.default_rng(seq).standard_normal((s, s, D)).astype(np.float32)
-    return EncodedFrame(seq=seq, t=seq * 0.5, tokens=toks)
+    text = 1 + seq % cfg.text_tokens if cfg.text_tokens else 0
+    return EncodedFrame(seq=seq, t=seq * 0.5, tokens=toks, text_tokens=text)
 
 
 def assert_invariants(mem: TokenMemory, sid: str, delivered: set[int]) -> None:
@@ -29,6 +33,8 @@ def assert_invariants(mem: TokenMemory, sid: str, delivered: set[int]) -> None:
     # every delivered frame is either in memory or waiting for a predecessor
     assert delivered == set(covered) | set(mem.pending_seqs(sid))
     assert all(state.tokens[s.slot_id].shape == (s.side, s.side, D) for s in state.slots)
+    planned = plan_sides([s.text for s in state.slots], cfg.budget, cfg.s_max, cfg.min_side)
+    assert all(s.side <= p for s, p in zip(state.slots, planned, strict=True))
     assert all(a.t1 <= b.t0 for a, b in zip(state.slots, state.slots[1:], strict=False))
 
 
@@ -57,11 +63,11 @@ def test_random_append_sequences(cfg: MemoryConfig, n: int, data: st.DataObject)
     # random batches: out of order, overlapping, retried
     batches = data.draw(st.lists(st.lists(st.integers(0, n - 1), min_size=1, max_size=8), max_size=25))
     for batch in batches:
-        mem.append("s", [frame(q, cfg.s_max) for q in batch])
+        mem.append("s", [frame(q, cfg) for q in batch])
         delivered |= set(batch)
         assert_invariants(mem, "s", delivered)
     # finally every frame arrives (at least once): the memory must hold exactly 0..n-1
-    mem.append("s", [frame(q, cfg.s_max) for q in range(n)])
+    mem.append("s", [frame(q, cfg) for q in range(n)])
     delivered |= set(range(n))
     assert_invariants(mem, "s", delivered)
     assert mem.state("s").next_seq == n and mem.pending_seqs("s") == []
@@ -83,7 +89,7 @@ def test_concurrent_retried_appends(cfg: MemoryConfig, n: int, workers: int, see
         client = TokenMemory(fakeredis.FakeRedis(server=server))
         try:
             for batch in part:
-                client.append("s", [frame(q, cfg.s_max) for q in batch])
+                client.append("s", [frame(q, cfg) for q in batch])
         except BaseException as e:
             errors.append(e)
 
