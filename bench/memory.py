@@ -15,7 +15,7 @@ import argparse
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +106,7 @@ def _histories(rt: Any, args: argparse.Namespace, clip: Path, real_redis: bool) 
         "redis_bytes_ratio_24h_1h": ratio(out[f"{bytes_key}_24h"], out[f"{bytes_key}_1h"]),
         "redis_bytes_ratio_24h_1min": ratio(out[f"{bytes_key}_24h"], out[f"{bytes_key}_1min"]),
         "redis_bytes_ratio_source": bytes_key,
-        "memory_config": {
-            "budget": cfg.budget,
-            "s_max": cfg.s_max,
-            "dim": cfg.dim,
-            "text_tokens": cfg.text_tokens,
-            "min_side": cfg.min_side,
-            "policy": cfg.policy,
-            "dtype": cfg.dtype,
-            "max_slots": cfg.max_slots,
-        },
+        "memory_config": asdict(cfg) | {"max_slots": cfg.max_slots},
         "token_bytes_bound": cfg.budget * cfg.dim * (2 if cfg.dtype == "float16" else 4),
     }
     return out

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -301,14 +301,7 @@ class TokenMemory:
     def create(self, sid: str, cfg: MemoryConfig) -> MemoryConfig:
         """Create the memory if absent (idempotent); returns the config in force."""
         meta = self.key(sid, "meta")
-        fields: dict[Any, Any] = {
-            "budget": cfg.budget,
-            "s_max": cfg.s_max,
-            "dim": cfg.dim,
-            "text_tokens": cfg.text_tokens,
-            "min_side": cfg.min_side,
-            "policy": cfg.policy,
-            "dtype": cfg.dtype,
+        fields: dict[Any, Any] = asdict(cfg) | {
             "side": cfg.s_max,
             "n_slots": 0,
             "next_seq": 0,

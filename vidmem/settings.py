@@ -45,7 +45,9 @@ class Settings(BaseSettings):
 
     # --- memory ---
     budget: int = Field(2048, ge=16, le=1_000_000, description="Token budget of a stream's memory.")
-    text_tokens: int = Field(8, ge=0, le=64, description="Tokens reserved per slot for its timestamp text.")
+    text_tokens: int = Field(
+        8, ge=0, le=64, description="Most tokens one slot's timestamp text may take (0: no timestamps)."
+    )
     min_side: int = Field(1, ge=1, le=27, description="Smallest grid side before slots merge in time.")
     merge_policy: Literal["similar", "uniform"] = Field("similar", description="Which slots merge first.")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of stored tokens.")
