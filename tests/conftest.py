@@ -102,6 +102,12 @@ def real_redis(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny preset is built (once per session, on the first load)."""
+    return tmp_path_factory.mktemp("model_cache")
+
+
+@pytest.fixture(scope="session")
 def testdata() -> Path:
     return TESTDATA
 

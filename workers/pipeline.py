@@ -20,12 +20,14 @@ from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
 from workers.answers import AnswerChannel
+from workers.lease import Lease, LeaseLost
 from workers.records import UnknownStreamRecord
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 THUMB_WIDTH = 160
+INGEST_LEASE_S = 30.0  # a dead ingest worker's job is taken over this long after its last renewal
 
 
 def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
@@ -42,6 +44,17 @@ def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
 
 def ingest_video(rt: Runtime, job_id: str) -> None:
     """Sample a video's frames and hand them to the encoders in chunks (with backpressure)."""
+    lease = Lease(rt.redis, f"vm:lease:ingest:{job_id}", ttl_s=INGEST_LEASE_S)
+    # A redelivered ingest waits while the first worker is alive, and takes over if it dies.
+    if not lease.acquire(give_up=lambda: rt.records.job(job_id).state in ("done", "failed")):
+        return
+    try:
+        _ingest(rt, job_id, lease)
+    finally:
+        lease.release()
+
+
+def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
     from stream.file_source import sample_frames
 
     job = rt.records.job(job_id)
@@ -70,10 +83,13 @@ def ingest_video(rt: Runtime, job_id: str) -> None:
         ):
             batch.append(frame)
             if len(batch) >= s.encode_batch:
-                n = _dispatch_chunk(rt, job_id, job.stream_id, batch)
+                n = _dispatch_chunk(rt, job_id, job.stream_id, batch, lease)
                 batch = []
         if batch:
-            n = _dispatch_chunk(rt, job_id, job.stream_id, batch)
+            n = _dispatch_chunk(rt, job_id, job.stream_id, batch, lease)
+    except LeaseLost:  # our lease expired and another worker took the job over
+        log.warning("job %s: ingest lease lost; another worker continues", job_id)
+        return
     except _Stopped:
         log.info("job %s: stream %s stopped after %d frames", job_id, job.stream_id, n)
         stopped = True
@@ -97,16 +113,23 @@ class _Stopped(Exception):
     """The stream was stopped (DELETE) while its video was being read."""
 
 
-def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]) -> int:
-    """Queue one chunk for the encoders; returns the frames handed over so far."""
-    _wait_for_encoders(rt, stream_id, batch[0].seq)
+def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame], lease: Lease) -> int:
+    """Queue one chunk for the encoders; returns the frames handed over so far.
+
+    A chunk already in the memory (an ingest taken over from a dead worker) is not sent again.
+    """
+    lease.renew()
+    end = batch[-1].seq + 1
+    if end <= _encoded(rt, stream_id):
+        return end
+    _wait_for_encoders(rt, stream_id, batch[0].seq, lease)
     key = rt.frames.put(stream_id, batch)
-    rt.records.update_job(job_id, frames_sampled=batch[-1].seq + 1)
+    rt.records.update_job(job_id, frames_sampled=end)
     rt.submit("encode", job_id, stream_id, key)
-    return batch[-1].seq + 1
+    return end
 
 
-def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int) -> None:
+def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, lease: Lease) -> None:
     """Backpressure: at most 16 chunks wait for the encoders. Raises _Stopped if the stream stops."""
     limit = 16 * rt.settings.encode_batch
     while True:
@@ -114,6 +137,7 @@ def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int) -> None:
             raise _Stopped
         if next_seq - _encoded(rt, stream_id) < limit:
             return
+        lease.renew()
         time.sleep(0.05)
 
 

@@ -27,12 +27,6 @@ BUDGET = 512
 JOB_TIMEOUT_S = 60.0
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the tiny preset is built (once per session, on the first encode)."""
-    return tmp_path_factory.mktemp("model_cache")
-
-
 @dataclass(frozen=True)
 class ApiClips:
     root: Path
