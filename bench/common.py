@@ -9,9 +9,7 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
+
+from bench.redis_server import RedisServer
 
 T = TypeVar("T")
 
@@ -98,12 +98,6 @@ def machine_info() -> dict[str, Any]:
 # ---- redis -----------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OwnedRedis:
     """A redis-server subprocess on 127.0.0.1 started (and stopped by its PID) by the benchmark.
 
@@ -112,7 +106,7 @@ class OwnedRedis:
     """
 
     def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: RedisServer | None = None
         self.tmp: tempfile.TemporaryDirectory[str] | None = None
         self.client: redis.Redis
         self.real = False
@@ -127,35 +121,17 @@ class OwnedRedis:
             self.note = "redis-server not found: fakeredis used, byte counts are payload bytes only"
             return self
         self.tmp = tempfile.TemporaryDirectory(prefix="vidmem-bench-redis-")
-        port = free_port()
-        args = [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-        args += ["--dir", self.tmp.name, "--daemonize", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
+        self.server = RedisServer(Path(self.tmp.name)).start()
+        self.client = redis.Redis.from_url(self.server.url)
         self.real = True
         version = self.client.info("server").get("redis_version")
-        self.note = f"redis-server {version} on 127.0.0.1:{port} (--save '' --appendonly no)"
+        self.note = f"redis-server {version} on 127.0.0.1:{self.server.port} (--save '' --appendonly no)"
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
         if self.tmp is not None:
             self.tmp.cleanup()
             self.tmp = None

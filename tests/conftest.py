@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +10,10 @@ import fakeredis
 import pytest
 import redis
 
+from bench.redis_server import RedisServer, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -35,53 +27,6 @@ def fake_redis() -> Iterator[redis.Redis]:
     client = fakeredis.FakeRedis(server=fakeredis.FakeServer())
     yield client
     client.close()
-
-
-class RedisServer:
-    """A real redis-server process on 127.0.0.1, owned (and stopped by PID) by the test session."""
-
-    def __init__(self, workdir: Path, appendonly: bool = False) -> None:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.workdir = workdir
-        self.args = [
-            exe,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(workdir),
-            "--save", "",
-            "--appendonly", "yes" if appendonly else "no",
-            "--daemonize", "no",
-            "--logfile", str(workdir / "redis.log"),
-        ]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture(scope="session")
