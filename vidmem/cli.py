@@ -78,6 +78,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     for ev in service.ask(rt, stream_id, args.question, args.max_new_tokens):
         if ev.kind == "piece" and not args.json:
             print(ev.data["text"], end="", flush=True)
+        elif ev.kind == "restart" and not args.json:
+            print("\n[the answer restarted]", flush=True)
         elif ev.kind == "done":
             result = ev.data
         elif ev.kind == "error":

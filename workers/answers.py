@@ -1,8 +1,10 @@
 """The channel an answer travels through: a short-lived Redis stream per request.
 
-The answer task appends ``piece`` events as tokens are generated, then one ``done``
-(with the accounting) or ``error`` event; the API reads them (JSON or SSE). The same
-channel serves Celery workers and the embedded mode.
+The answer task appends a ``start`` event, ``piece`` events as tokens are generated, then
+one ``done`` (with the accounting) or ``error`` event; the API reads them (JSON or SSE).
+The same channel serves Celery workers and the embedded mode. A task redelivered after its
+worker died starts again: the reader turns the second ``start`` into a ``restart`` event,
+so a client discards the pieces it already has.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ TTL_S = 600
 
 @dataclass(frozen=True, slots=True)
 class AnswerEvent:
-    kind: str  # "piece" | "done" | "error"
+    kind: str  # "piece" | "restart" | "done" | "error"
     data: dict[str, Any]
 
 
@@ -39,6 +41,9 @@ class AnswerChannel:
             p.expire(self.key, TTL_S)
             p.execute()
 
+    def start(self) -> None:
+        self._add("start", {})
+
     def piece(self, text: str) -> None:
         self._add("piece", {"text": text})
 
@@ -51,6 +56,7 @@ class AnswerChannel:
     def events(self, timeout_s: float, block_ms: int = 500) -> Iterator[AnswerEvent]:
         """Yield events until ``done`` or ``error``; raise AnswerTimeout past timeout_s of silence."""
         last = "0-0"
+        started = False
         deadline = time.monotonic() + timeout_s
         while True:
             got: Any = self.r.xread({self.key: last}, count=100, block=block_ms)
@@ -63,6 +69,11 @@ class AnswerChannel:
                 f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
                 kind = f["kind"].decode() if isinstance(f["kind"], bytes) else f["kind"]
                 ev = AnswerEvent(kind, json.loads(f["data"]))
+                if kind == "start":
+                    if started:  # a redelivered task began again: what came before is void
+                        yield AnswerEvent("restart", {})
+                    started = True
+                    continue
                 if kind in ("done", "error"):
                     self.r.delete(self.key)  # before the last yield: a reader may stop there
                     yield ev

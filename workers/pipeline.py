@@ -226,6 +226,7 @@ def answer_question(rt: Runtime, stream_id: str, request_id: str, question: str,
     from workers.models import answerer_for
 
     channel = AnswerChannel(rt.redis, request_id)
+    channel.start()
     try:
         if not rt.memory.exists(stream_id):
             raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
