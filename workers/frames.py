@@ -47,6 +47,12 @@ class FrameStore:
         self.r.set(key, pack_frames(frames), ex=self.ttl_s)
         return key
 
+    @staticmethod
+    def seqs(key: str) -> range:
+        """The frame sequence numbers a key returned by ``put`` holds."""
+        lo, hi = key.rsplit(":", 1)[1].split("-")
+        return range(int(lo), int(hi) + 1)
+
     def get(self, key: str) -> list[Frame] | None:
         raw = cast(bytes | None, self.r.get(key))
         return None if raw is None else unpack_frames(raw)

@@ -168,8 +168,13 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
     from workers.models import text_costs
 
     frames = rt.frames.get(frames_key)
-    if frames is None:  # a redelivery of a chunk that was already appended
-        check_done(rt, job_id)
+    if frames is None:  # a redelivery of a chunk already appended, or frames that expired
+        missing = _not_in_memory(rt, stream_id, rt.frames.seqs(frames_key))
+        if missing:
+            _fail(rt, job_id, stream_id, f"frames_expired: frames {missing[0]}..{missing[-1]} waited longer "
+                  f"than frame_ttl_s ({rt.settings.frame_ttl_s} s) for an encoder")  # fmt: skip
+        else:
+            check_done(rt, job_id)
         return
     if not rt.records.stream_exists(stream_id):  # purged meanwhile: do not recreate its memory
         rt.frames.delete(frames_key)
@@ -197,6 +202,14 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
         raise
     rt.frames.delete(frames_key)
     check_done(rt, job_id)
+
+
+def _not_in_memory(rt: Runtime, stream_id: str, seqs: range) -> list[int]:
+    """The frames of ``seqs`` neither appended to the memory nor waiting in its pending hash."""
+    if not rt.memory.exists(stream_id):
+        return list(seqs)
+    done, waiting = rt.memory.state(stream_id).next_seq, set(rt.memory.pending_seqs(stream_id))
+    return [q for q in seqs if q >= done and q not in waiting]
 
 
 def check_done(rt: Runtime, job_id: str) -> None:

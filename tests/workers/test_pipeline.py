@@ -123,3 +123,18 @@ def _frames(rt: Runtime, clip: Path) -> list[Any]:
 
     s = rt.settings
     return list(sample_frames(str(clip), fps=2.0, size=(s.frame_size, s.frame_size), allow_local=True))
+
+
+def test_expired_frames_fail_the_job_instead_of_hanging(rt: Runtime, clip: Path) -> None:
+    job_id, sid = submit(rt, clip)
+    frames = _frames(rt, clip)
+    pipeline.encode_chunk(rt, job_id, sid, rt.frames.put(sid, frames[:4]))
+    retried = rt.frames.put(sid, frames[:4])
+    rt.frames.delete(retried)
+    pipeline.encode_chunk(rt, job_id, sid, retried)  # a redelivery of an appended chunk: fine
+    assert service.job_view(rt, job_id)["state"] != "failed"
+    lost = rt.frames.put(sid, frames[4:8])
+    rt.frames.delete(lost)  # what the TTL does to frames no encoder took in time
+    pipeline.encode_chunk(rt, job_id, sid, lost)
+    job = service.job_view(rt, job_id)
+    assert job["state"] == "failed" and job["error"].startswith("frames_expired: frames 4..7")
