@@ -180,22 +180,27 @@ def _unpack_frame(raw: bytes) -> EncodedFrame:
     return EncodedFrame(seq=seq, t=t, tokens=tokens, thumb=thumb, wall_time=wall, text_tokens=text)
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """meta, slots, pairs and the pending seqs of one stream, read in one MULTI (consistent)."""
+
+    meta: dict[str, str]
+    slots: dict[Any, Any]
+    pairs: dict[Any, Any]
+    waiting: set[int]
+
+
 class _Work:
     """The in-Python working copy of one append: slot metadata, lazily loaded tokens, changes."""
 
-    def __init__(
-        self, mem: TokenMemory, pipe: Any, sid: str, cfg: MemoryConfig, meta: dict[str, str]
-    ) -> None:
+    def __init__(self, mem: TokenMemory, pipe: Any, sid: str, cfg: MemoryConfig, snap: _Snapshot) -> None:
         self.mem, self.pipe, self.sid, self.cfg = mem, pipe, sid, cfg
         self.policy = get_policy(cfg.policy)
-        self.side = int(meta["side"])
-        self.next_id = int(meta["next_slot_id"])
-        raw_slots = pipe.hgetall(mem.key(sid, "slots"))
-        infos = [SlotInfo.from_json(int(k), v) for k, v in raw_slots.items()]
+        self.side = int(snap.meta["side"])
+        self.next_id = int(snap.meta["next_slot_id"])
+        infos = [SlotInfo.from_json(int(k), v) for k, v in snap.slots.items()]
         self.order: list[SlotInfo] = sorted(infos, key=lambda s: s.seq_lo)
-        self.pairs: dict[int, float] = {
-            int(k): float(v) for k, v in pipe.hgetall(mem.key(sid, "pairs")).items()
-        }
+        self.pairs: dict[int, float] = {int(k): float(v) for k, v in snap.pairs.items()}
         self.tokens: dict[int, np.ndarray] = {}
         self.thumbs: dict[int, bytes] = {}
         self.dirty_tokens: set[int] = set()
@@ -350,8 +355,21 @@ class TokenMemory:
                 except (redis.WatchError, _Stale):
                     pipe.reset()
 
+    def _snapshot(self, sid: str) -> _Snapshot:
+        """One consistent read (MULTI on its own connection) of everything an append plans from.
+
+        Reads one by one could mix two writers' states and trip over it before EXEC notices.
+        """
+        with self.r.pipeline(transaction=True) as read:
+            for part in ("meta", "slots", "pairs"):
+                read.hgetall(self.key(sid, part))
+            read.hkeys(self.key(sid, "pending"))
+            meta, slots, pairs, pending = read.execute()
+        return _Snapshot(_decode(meta), slots, pairs, {int(k) for k in pending})
+
     def _append_once(self, pipe: Any, sid: str, frames: Sequence[EncodedFrame]) -> int:
-        meta = _decode(pipe.hgetall(self.key(sid, "meta")))
+        snap = self._snapshot(sid)  # after WATCH: any later write makes our EXEC fail
+        meta = snap.meta
         if not meta:
             raise UnknownStream(sid)
         cfg = _config_from_meta(meta)
@@ -366,7 +384,7 @@ class TokenMemory:
                     f"{lo}..{cfg.text_tokens} per slot"
                 )
         pend_key = self.key(sid, "pending")
-        waiting = {int(k) for k in pipe.hkeys(pend_key)}
+        waiting = snap.waiting
         fresh = {f.seq: f for f in frames if f.seq >= next_seq}
         run: list[EncodedFrame] = []
         seq = next_seq
@@ -374,7 +392,7 @@ class TokenMemory:
             run.append(fresh[seq] if seq in fresh else _unpack_frame(_blob(pipe.hget(pend_key, str(seq)))))
             seq += 1
         stage = {s: f for s, f in fresh.items() if s >= seq and s not in waiting}
-        work = _Work(self, pipe, sid, cfg, meta) if run else None
+        work = _Work(self, pipe, sid, cfg, snap) if run else None
         if work is not None:
             for i, f in enumerate(run, 1):
                 work.add(f)
