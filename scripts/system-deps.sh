@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the tests need (real peers): install whatever is missing. Needs root (or sudo).
+# redis-server: queue/lease tests; ffmpeg + GStreamer RTSP server (for the system python3): live sources.
 set -euo pipefail
 pkgs=()
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || pkgs+=(python3-venv)
+command -v ffmpeg >/dev/null 2>&1 || pkgs+=(ffmpeg)
+if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" >/dev/null 2>&1; then
+  pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+         gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+fi
 if [ ${#pkgs[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

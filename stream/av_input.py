@@ -44,7 +44,8 @@ class Source:
     shown:   the same with credentials redacted: the only form allowed in messages and logs.
     network: True for URLs, False for local files.
     options: ``av.open`` options (protocol whitelist, timeouts).
-    timeout_s: PyAV open/read timeout in seconds.
+    timeout_s: PyAV read timeout in seconds (and open timeout when ``open_timeout_s`` is None).
+    open_timeout_s: PyAV open timeout in seconds, if different from ``timeout_s``.
     """
 
     url: str
@@ -52,6 +53,7 @@ class Source:
     network: bool
     options: dict[str, str]
     timeout_s: float
+    open_timeout_s: float | None = None
 
 
 def resolve(
@@ -60,12 +62,18 @@ def resolve(
     allowed_schemes: Collection[str] = ALLOWED_SCHEMES,
     allow_local: bool = False,
     timeout_s: float,
+    open_timeout_s: float | None = None,
 ) -> Source:
     """Check ``src`` (raises ForbiddenUrl, or ValueError for bad arguments) and build its open options."""
     url, scheme = classify(src, allowed_schemes, allow_local)
     options = ffmpeg_options(src, allowed_schemes, timeout_s, allow_local=allow_local)
     return Source(
-        url=url, shown=redact(url), network=scheme is not None, options=options, timeout_s=timeout_s
+        url=url,
+        shown=redact(url),
+        network=scheme is not None,
+        options=options,
+        timeout_s=timeout_s,
+        open_timeout_s=open_timeout_s,
     )
 
 
@@ -97,7 +105,7 @@ def _open(source: Source, options: dict[str, str]) -> InputContainer:
         source.url,
         "r",
         options=options,
-        timeout=(source.timeout_s, source.timeout_s),
+        timeout=(source.open_timeout_s or source.timeout_s, source.timeout_s),
         metadata_errors="replace",  # junk bytes in a title tag must not fail the open
     )
 

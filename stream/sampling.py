@@ -146,7 +146,7 @@ def _timed_frames(
             yield stats.last_t, frame
 
 
-def _to_rgb(frame: VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None) -> np.ndarray:
+def to_rgb(frame: VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None) -> np.ndarray:
     """[H, W, 3] uint8 RGB of ``frame``, at size (W, H) if given (swscale resize, no aspect kept)."""
     width, height = size if size is not None else (frame.width, frame.height)
     rgb = reformatter.reformat(frame, width=width, height=height, format="rgb24")
@@ -181,7 +181,7 @@ def _generate(
         try:
             for t, vf in _timed_frames(container, stream, stats):
                 if keep(t):
-                    yield Frame(seq=seq, pts=t, image=_to_rgb(vf, reformatter, size), keyframe=vf.key_frame)
+                    yield Frame(seq=seq, pts=t, image=to_rgb(vf, reformatter, size), keyframe=vf.key_frame)
                     seq += 1
         except av.error.FFmpegError as exc:
             if seq == start_seq:
