@@ -485,6 +485,14 @@ class TokenMemory:
                 except (redis.WatchError, _Stale):
                     pipe.reset()
 
+    def next_seq(self, sid: str) -> int:
+        """How many frames (0 .. next_seq - 1) the memory holds; 0 if it does not exist yet.
+
+        One HGET: cheap enough to poll, unlike ``state``.
+        """
+        raw = cast(bytes | None, self.r.hget(self.key(sid, "meta"), "next_seq"))
+        return 0 if raw is None else int(raw)
+
     def thumbnail(self, sid: str, slot_id: int) -> bytes | None:
         return cast(bytes | None, self.r.get(self.key(sid, f"thumb:{slot_id}")))
 

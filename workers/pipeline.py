@@ -120,7 +120,7 @@ def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]
     """
     lease.renew()
     end = batch[-1].seq + 1
-    if end <= _encoded(rt, stream_id):
+    if end <= rt.memory.next_seq(stream_id):
         return end
     _wait_for_encoders(rt, stream_id, batch[0].seq, lease)
     key = rt.frames.put(stream_id, batch)
@@ -135,14 +135,10 @@ def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, lease: Lease)
     while True:
         if rt.records.stream(stream_id).state == "stopped":
             raise _Stopped
-        if next_seq - _encoded(rt, stream_id) < limit:
+        if next_seq - rt.memory.next_seq(stream_id) < limit:
             return
         lease.renew()
         time.sleep(0.05)
-
-
-def _encoded(rt: Runtime, stream_id: str) -> int:
-    return rt.memory.state(stream_id).next_seq if rt.memory.exists(stream_id) else 0
 
 
 def _fail(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
@@ -206,9 +202,7 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
 
 def _not_in_memory(rt: Runtime, stream_id: str, seqs: range) -> list[int]:
     """The frames of ``seqs`` neither appended to the memory nor waiting in its pending hash."""
-    if not rt.memory.exists(stream_id):
-        return list(seqs)
-    done, waiting = rt.memory.state(stream_id).next_seq, set(rt.memory.pending_seqs(stream_id))
+    done, waiting = rt.memory.next_seq(stream_id), set(rt.memory.pending_seqs(stream_id))
     return [q for q in seqs if q >= done and q not in waiting]
 
 
@@ -217,7 +211,7 @@ def check_done(rt: Runtime, job_id: str) -> None:
     job = rt.records.job(job_id)
     if job.state in ("done", "failed"):
         return
-    encoded = _encoded(rt, job.stream_id)
+    encoded = rt.memory.next_seq(job.stream_id)
     if job.sampling_done and encoded >= job.frames_sampled:
         rt.records.raise_progress(job_id, 1.0)
         rt.records.update_job(job_id, state="done")

@@ -84,7 +84,7 @@ def submit_video(
 
 def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
     job = rt.records.job(job_id)
-    encoded = rt.memory.state(job.stream_id).next_seq if rt.memory.exists(job.stream_id) else 0
+    encoded = rt.memory.next_seq(job.stream_id)
     return {
         "job_id": job.job_id,
         "stream_id": job.stream_id,

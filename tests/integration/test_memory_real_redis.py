@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import redis
@@ -11,6 +9,7 @@ import redis
 from model.memory import MemoryConfig, TokenMemory, frames_in
 from model.slots import EncodedFrame
 from tests.conftest import RedisServer
+from tests.writers import append_concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -36,22 +35,8 @@ def test_concurrent_writers_on_real_redis(
         chunks[i] for i in rng.integers(0, len(chunks), size=len(chunks))
     ]  # every chunk retried ~once
     rng.shuffle(plan)
-    errors: list[BaseException] = []
-
-    def run(part: list[list[int]]) -> None:
-        mem = TokenMemory(redis.Redis.from_url(redis_server.url))  # one connection per writer
-        try:
-            for batch in part:
-                mem.append("cam", [frame(q, cfg.s_max) for q in batch])
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(plan[k::workers],)) for k in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    client = lambda: TokenMemory(redis.Redis.from_url(redis_server.url))  # noqa: E731  one connection each
+    append_concurrently(client, "cam", plan, lambda q: frame(q, cfg.s_max), workers)
     mem = TokenMemory(real_redis)
     state = mem.state("cam", with_tokens=True)
     assert list(frames_in(state)) == list(range(n))  # none lost, none duplicated

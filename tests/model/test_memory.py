@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import redis
@@ -11,6 +9,7 @@ import redis
 from model.compressor import BudgetError, layout_cost, plan_sides
 from model.memory import MemoryConfig, TokenMemory, UnknownStream, frames_in
 from model.slots import EncodedFrame
+from tests.writers import append_concurrently
 
 D = 8
 
@@ -159,20 +158,7 @@ def test_concurrent_writers_share_one_memory(fake_redis: redis.Redis) -> None:
     mem = TokenMemory(fake_redis)
     mem.create("s", MemoryConfig(budget=60, s_max=4, dim=D))
     n = 120
-    errors: list[BaseException] = []
-
-    def writer(offset: int) -> None:
-        try:
-            for start in range(offset * 3, n, 12):
-                mem.append("s", [frame(q, 4) for q in range(start, min(n, start + 6))])
-        except BaseException as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    batches = [list(range(start, min(n, start + 6))) for start in range(0, n, 3)]  # each frame twice
+    append_concurrently(lambda: mem, "s", batches, lambda q: frame(q, 4), workers=4)
     check(mem, "s", n)
     assert mem.pending_seqs("s") == []

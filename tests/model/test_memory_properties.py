@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import fakeredis
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -12,6 +10,7 @@ from hypothesis import strategies as st
 from model.compressor import plan_sides
 from model.memory import MemoryConfig, TokenMemory, frames_in
 from model.slots import EncodedFrame
+from tests.writers import append_concurrently
 
 D = 4
 
@@ -83,21 +82,7 @@ def test_concurrent_retried_appends(cfg: MemoryConfig, n: int, workers: int, see
     chunks = [list(range(i, min(n, i + 5))) for i in range(0, n, 5)]
     plan = chunks + [chunks[i] for i in rng.integers(0, len(chunks), size=len(chunks) // 2)]  # retries
     rng.shuffle(plan)
-    errors: list[BaseException] = []
-
-    def run(part: list[list[int]]) -> None:
-        client = TokenMemory(fakeredis.FakeRedis(server=server))
-        try:
-            for batch in part:
-                client.append("s", [frame(q, cfg) for q in batch])
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(plan[k::workers],)) for k in range(workers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    client = lambda: TokenMemory(fakeredis.FakeRedis(server=server))  # noqa: E731
+    append_concurrently(client, "s", plan, lambda q: frame(q, cfg), workers)
     assert_invariants(mem, "s", set(range(n)))
     assert mem.state("s").next_seq == n
