@@ -2,9 +2,9 @@
 
 This is the only module that calls ``av.open``. Every open goes through ``check_source`` first (so a
 forbidden URL raises ForbiddenUrl before FFmpeg is called) and carries ``ffmpeg_options`` (protocol
-whitelist, timeouts). Error messages name the source through ``redact`` and never include the
-FFmpeg exception text (which repeats the raw URL, credentials included); exceptions are re-raised
-``from None`` for the same reason.
+whitelist, timeouts), plus TCP transport for RTSP. Error messages name the source through ``redact``
+and never include the FFmpeg exception text (which repeats the raw URL, credentials included);
+exceptions are re-raised ``from None`` for the same reason.
 
 Knows nothing about sampling, frames or models.
 """
@@ -35,6 +35,9 @@ _CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
 """(offset, magic bytes, description): signatures of video containers, to tell a damaged video from a
 file that is not a video at all when FFmpeg refuses to open it."""
 
+RTSP_PREFIXES = ("rtsp:", "rtsps:")
+"""URL prefixes of the RTSP schemes: opened with ``rtsp_transport=tcp``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
@@ -43,7 +46,7 @@ class Source:
     url:     what FFmpeg opens (an absolute path for local files).
     shown:   the same with credentials redacted: the only form allowed in messages and logs.
     network: True for URLs, False for local files.
-    options: ``av.open`` options (protocol whitelist, timeouts).
+    options: ``av.open`` options (protocol whitelist, timeouts; TCP interleaved transport for RTSP).
     timeout_s: PyAV read timeout in seconds (and open timeout when ``open_timeout_s`` is None).
     open_timeout_s: PyAV open timeout in seconds, if different from ``timeout_s``.
     """
@@ -64,9 +67,15 @@ def resolve(
     timeout_s: float,
     open_timeout_s: float | None = None,
 ) -> Source:
-    """Check ``src`` (raises ForbiddenUrl, or ValueError for bad arguments) and build its open options."""
+    """Check ``src`` (raises ForbiddenUrl, or ValueError for bad arguments) and build its open options.
+
+    rtsp and rtsps URLs get ``rtsp_transport=tcp`` (RTP interleaved in the RTSP connection): FFmpeg's
+    default tries UDP first, which a firewall or NAT between us and a camera silently drops.
+    """
     url, scheme = classify(src, allowed_schemes, allow_local)
     options = ffmpeg_options(src, allowed_schemes, timeout_s, allow_local=allow_local)
+    if url.startswith(RTSP_PREFIXES):
+        options["rtsp_transport"] = "tcp"
     return Source(
         url=url,
         shown=redact(url),
@@ -141,6 +150,10 @@ def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
     if _is_network_failure(exc):
         where = "could not be reached" if source.network else "could not be opened"
         return UnreachableSource(f"{source.shown} {where} ({detail})")
+    if isinstance(exc, av.error.InvalidDataError) and source.url.startswith(RTSP_PREFIXES):
+        # FFmpeg's RTSP client reports a missing or garbled reply (a silent port, not an RTSP server)
+        # as invalid data: the media was never reached.
+        return UnreachableSource(f"{source.shown} gave no valid RTSP reply ({detail})")
     if not source.network and (claimed := _sniff(source.url)) is not None:
         return CorruptVideo(
             f"{source.shown} looks like {claimed} but could not be parsed: truncated or damaged"

@@ -19,6 +19,9 @@ class Frame:
     image:     [H, W, 3] uint8 RGB.
     keyframe:  whether the decoder flagged it as a keyframe.
     wall_time: Unix time of capture for live sources, else None.
+    source_time: for live sources, the decoder's own timestamp of the frame in seconds (``frame.time``:
+               the stream's clock, which may restart or jump on a reconnect), None if the stream gave
+               none; None for files.
     """
 
     seq: int
@@ -26,3 +29,4 @@ class Frame:
     image: np.ndarray
     keyframe: bool = False
     wall_time: float | None = None
+    source_time: float | None = None

@@ -1,16 +1,25 @@
-"""A live source (RTSP camera, HTTP MJPEG feed): read in a background thread, sampled by wall-clock time.
+"""A live source (RTSP camera, HTTP MJPEG feed, HLS playlist): read in a background thread, sampled by
+wall-clock time.
 
-A reader thread opens the URL with PyAV (through ``av_input``: allow-listed scheme, ``protocol_whitelist``,
-socket and PyAV open/read timeouts, TCP transport for RTSP), decodes every frame and keeps about ``fps``
-per second of *wall-clock* time: a frame is kept when it is the first decoded at or after the next target
-(``FrameSelector`` on seconds since the source was created). Kept frames go to a bounded queue; when the
-consumer is slow the newest frame is dropped and counted, so memory stays bounded.
+A reader thread opens the URL with PyAV (``live_input``, through ``av_input``: allow-listed scheme,
+``protocol_whitelist``, socket and PyAV open/read timeouts, TCP transport for RTSP), decodes every frame
+and keeps about ``fps`` per second of *wall-clock* time: a frame is kept when it is the first decoded at
+or after the next target (``FrameSelector`` on seconds since the source was created). Kept frames go to
+a bounded queue; when the consumer is slow the newest frame is dropped and counted, so memory stays
+bounded.
 
 A live feed is never "done": when the decode loop ends (the server hung up), raises (FFmpeg or socket
 error), or stalls past ``read_timeout_s`` (a frozen server), the source records a disconnect, reopens with
 exponential backoff and jitter until it succeeds, and records the Gap between the last frame before and
 the first frame after. ``pts`` (seconds since the source was created, from the monotonic clock) and
 ``seq`` carry on across reconnects: strictly increasing and contiguous. Only ``stop()`` ends it.
+
+A reopened HLS playlist starts a few segments behind its end, so FFmpeg decodes again frames read before
+the disconnect. For HLS containers only, ``ReplayFilter`` compares each decoded frame's source timestamp
+with the latest one seen (across reopens): a replayed frame still marks the feed live and closes the gap
+(the server is back), but the sampler never sees it, and it is counted in ``frames_replayed``. Kept
+frames of an HLS source therefore have strictly increasing ``source_time`` unless the producer restarts
+its clock.
 
 Credentials never reach logs, errors, gap reasons or stats: every text goes through ``redact`` and
 FFmpeg's own exception text (which repeats the raw URL) is never used.
@@ -35,10 +44,10 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
-from stream.av_input import decode_error, open_video, resolve
+from stream.av_input import Source, decode_error, open_video, resolve
 from stream.errors import SourceError
 from stream.frames import Frame
-from stream.live_types import Backoff, Gap, LiveConfig, LiveState, LiveStats
+from stream.live_types import Backoff, Gap, LiveConfig, LiveState, LiveStats, ReplayFilter
 from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, to_rgb
 from stream.urls import redact
 
@@ -58,14 +67,33 @@ ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
 
 
+def live_input(url: str, config: LiveConfig) -> Source:
+    """How a live URL is opened, by ``LiveSource`` and ``check_live`` alike: ``config.allowed_schemes``,
+    socket and read timeout ``read_timeout_s``, open timeout ``open_timeout_s``, short ``analyzeduration``
+    (and, from ``av_input.resolve``, TCP transport for RTSP). Raises ForbiddenUrl; opens nothing."""
+    source = resolve(
+        url,
+        allowed_schemes=config.allowed_schemes,
+        timeout_s=config.read_timeout_s,
+        open_timeout_s=config.open_timeout_s,
+    )
+    return dataclasses.replace(source, options={**source.options, "analyzeduration": ANALYZE_DURATION_US})
+
+
+def replays_segments(container: InputContainer) -> bool:
+    """Whether a reopen of this container may decode again frames already read (HLS: see ReplayFilter)."""
+    return "hls" in container.format.name
+
+
 class LiveSource:
     """Frames of a live URL, sampled at ``config.fps`` by a reader thread, with reconnects and gaps.
 
     ``LiveSource(url, config)`` checks the URL now (ForbiddenUrl for a scheme outside
     ``config.allowed_schemes``, or file:, concat:, subfile:, data: ...) but opens nothing; ``start()`` (or
     ``with``) starts the reader. ``frames()`` / ``aframes()`` yield Frame(seq, pts, image [H, W, 3] uint8
-    RGB, keyframe, wall_time) until ``stop()``; ``stats`` is a LiveStats snapshot. A source that cannot be
-    reached is retried forever (state "connecting" or "reconnecting", ``stats.last_error`` says why).
+    RGB, keyframe, wall_time, source_time) until ``stop()``; ``stats`` is a LiveStats snapshot. A source
+    that cannot be reached is retried forever (state "connecting" or "reconnecting", ``stats.last_error``
+    says why).
 
     ``stop()`` returns once the reader has closed the container: at once while frames flow or between
     retries, after at most ``read_timeout_s`` on a stalled read and ``open_timeout_s`` during an open.
@@ -73,17 +101,8 @@ class LiveSource:
 
     def __init__(self, url: str, config: LiveConfig | None = None) -> None:
         self.config = config = config or LiveConfig()
-        source = resolve(
-            url,
-            allowed_schemes=config.allowed_schemes,
-            timeout_s=config.read_timeout_s,
-            open_timeout_s=config.open_timeout_s,
-        )
-        options = {**source.options, "analyzeduration": ANALYZE_DURATION_US}
-        if url.startswith(("rtsp:", "rtsps:")):
-            options["rtsp_transport"] = "tcp"
-        self._source = dataclasses.replace(source, options=options)
-        self.shown = source.shown
+        self._source = live_input(url, config)
+        self.shown = self._source.shown
         """The URL with credentials redacted: the only form to print."""
         self._t0 = time.monotonic()
         self._queue: queue.Queue[Frame] = queue.Queue(maxsize=config.queue_size)
@@ -97,6 +116,7 @@ class LiveSource:
         self._select = FrameSelector(config.fps)
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, config.jitter)
         self._last_thumb: np.ndarray | None = None
+        self._replay = ReplayFilter(config.replay_window_s)
 
     # ---- consumer side -------------------------------------------------------------------------------
 
@@ -240,6 +260,7 @@ class LiveSource:
         PyAV's read timeout) or on MAX_CONSECUTIVE_DECODE_ERRORS rejected packets in a row.
         """
         rgb, gray = VideoReformatter(), VideoReformatter()
+        dedupe = replays_segments(container)
         in_a_row = 0
         last_read = time.monotonic()
         for packet in container.demux(stream):
@@ -258,11 +279,12 @@ class LiveSource:
                 continue
             in_a_row = 0
             for vf in decoded:
-                self._on_frame(vf, rgb, gray)
+                self._on_frame(vf, rgb, gray, dedupe)
         return True
 
-    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, gray: VideoReformatter) -> None:
-        """A decoded frame: mark the feed live (closing a gap), then keep it if the sampler picks it."""
+    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, gray: VideoReformatter, dedupe: bool) -> None:
+        """A decoded frame: mark the feed live (closing a gap); with ``dedupe``, drop it if it is a replay
+        (counted); then keep it if the sampler picks it."""
         wall, t = time.time(), time.monotonic() - self._t0
         with self._lock:
             s = self._stats
@@ -282,6 +304,10 @@ class LiveSource:
                 )
             self._stats = dataclasses.replace(s, state="live", last_frame_wall=wall)
         self._backoff.reset()
+        source_time = vf.time
+        if dedupe and source_time is not None and self._replay.is_replay(source_time):
+            self._count(frames_replayed=1)
+            return
         if not self._select(t):
             return
         thumb = None
@@ -298,7 +324,12 @@ class LiveSource:
         with self._lock:
             seq = self._stats.frames_sampled
         frame = Frame(
-            seq=seq, pts=t, image=to_rgb(vf, rgb, self.config.size), keyframe=vf.key_frame, wall_time=wall
+            seq=seq,
+            pts=t,
+            image=to_rgb(vf, rgb, self.config.size),
+            keyframe=vf.key_frame,
+            wall_time=wall,
+            source_time=source_time,
         )
         try:
             self._queue.put_nowait(frame)

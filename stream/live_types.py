@@ -1,4 +1,5 @@
-"""Value objects of a live source: its config, the gaps in its feed, a snapshot of its counters.
+"""Value objects of a live source (its config, the gaps in its feed, a snapshot of its counters) and two
+small policies of its reader (reconnect backoff, HLS replay filter).
 
 Standard library only; knows nothing about PyAV, threads or consumers (see ``stream.live``).
 """
@@ -32,6 +33,9 @@ class LiveConfig:
     skip_similar:      if set, a frame whose 32x32 grayscale differs from the last queued one by less than
                        this mean absolute difference (0-255 scale) is skipped; None keeps every frame.
     size:              (width, height) of the images; None keeps the native size.
+    replay_window_s:   HLS only: a decoded frame at most this far behind the latest source time seen (and
+                       not before the earliest) replays a segment already read and is skipped; further
+                       behind, the producer restarted its clock and the frame is kept (ReplayFilter) (> 0).
     """
 
     fps: float = 1.0
@@ -44,9 +48,10 @@ class LiveConfig:
     queue_size: int = 16
     skip_similar: float | None = None
     size: tuple[int, int] | None = None
+    replay_window_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("fps", "open_timeout_s", "read_timeout_s", "backoff_initial_s"):
+        for name in ("fps", "open_timeout_s", "read_timeout_s", "backoff_initial_s", "replay_window_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")
@@ -96,6 +101,7 @@ class LiveStats:
     frames_sampled:         frames queued for the consumer; their seq are 0 .. frames_sampled - 1.
     frames_dropped:         frames picked by the sampler but dropped because the queue was full.
     frames_skipped_similar: frames picked by the sampler but skipped as near-identical (``skip_similar``).
+    frames_replayed:        decoded HLS frames skipped as replays of segments already read (ReplayFilter).
     reconnects:             times the feed came back after a disconnect (= len(gaps)).
     gaps:                   closed gaps, oldest first.
     state:                  see LiveState.
@@ -107,6 +113,7 @@ class LiveStats:
     frames_sampled: int = 0
     frames_dropped: int = 0
     frames_skipped_similar: int = 0
+    frames_replayed: int = 0
     reconnects: int = 0
     gaps: tuple[Gap, ...] = ()
     state: LiveState = "connecting"
@@ -134,3 +141,40 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+
+class ReplayFilter:
+    """Recognises the frames a reopened HLS feed replays, by their source timestamps (seconds).
+
+    FFmpeg's HLS demuxer starts a live playlist a few segments behind its end, so a reopen after a
+    disconnect decodes again frames already read. ``is_replay(t)`` is asked once per decoded frame, in
+    decoding order, and keeps one timeline across reopens: the earliest and the latest time not
+    replayed.
+
+    - ``t`` after the latest: new (it becomes the latest).
+    - ``t`` at or before the latest, not before the earliest and at most ``window_s`` behind the
+      latest: a replay (True); nothing changes.
+    - ``t`` before the earliest, or more than ``window_s`` behind the latest: the producer restarted
+      its clock; a new timeline starts at ``t`` (not a replay).
+
+    Use it only for sources that replay (HLS): an RTSP server restarts its clock at 0 on every session,
+    which would read as replays. Limit: a producer restart that lands within ``window_s`` of the latest
+    time and not before the earliest is read as replays until its clock passes the latest time.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self._window = window_s
+        self._earliest: float | None = None
+        self._latest: float | None = None
+
+    def is_replay(self, t: float) -> bool:
+        """Whether the frame at source time ``t`` was already passed (skip it); False: keep it."""
+        if self._earliest is None or self._latest is None:
+            self._earliest = self._latest = t
+        elif t > self._latest:
+            self._latest = t
+        elif t < self._earliest or self._latest - t > self._window:
+            self._earliest = self._latest = t
+        else:
+            return True
+        return False

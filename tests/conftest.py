@@ -1,4 +1,5 @@
-"""Shared fixtures: an in-memory Redis for unit tests, a real redis-server for integration tests."""
+"""Shared fixtures: an in-memory Redis for unit tests, a real redis-server for integration tests, and real
+live peers (RTSP, HTTP MJPEG, HLS) on loopback, stopped by PID."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import pytest
 import redis
 
 from bench.redis_server import RedisServer, free_port
+from tests.stream.clips import make_clip
+from tests.stream.live_peers import (
+    HlsProducer,
+    MjpegServer,
+    RtspServer,
+    StaticHttpServer,
+    require_live_peers,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TESTDATA = REPO.parent / "shared" / "testdata"
@@ -59,3 +68,54 @@ def testdata() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def live_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 120 s H.264 MP4 (libx264, 160x96, 10 fps, keyframe every 1 s) for the live servers to stream."""
+    return make_clip(
+        tmp_path_factory.mktemp("live") / "live.mp4",
+        seconds=120,
+        fps=10,
+        size=(160, 96),
+        gop=10,
+        codec="libx264",
+    )
+
+
+@pytest.fixture
+def rtsp_server(live_clip: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    """A real RTSP server at ``rtsp_server.url``, up and streaming ``live_clip``; stopped by PID afterwards,
+    also when the test fails or left it SIGSTOPped, killed or restarted."""
+    require_live_peers()
+    server = RtspServer(live_clip, free_port(), tmp_path / "rtsp.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mjpeg_server(live_clip: Path, tmp_path: Path) -> Iterator[MjpegServer]:
+    """ffmpeg serving ``live_clip`` as HTTP multipart JPEG at ``mjpeg_server.url`` (one client)."""
+    require_live_peers()
+    server = MjpegServer(live_clip, free_port(), tmp_path / "mjpeg.log")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def hls_server(live_clip: Path, tmp_path: Path) -> Iterator[StaticHttpServer]:
+    """Live HLS at ``hls_server.url("live.m3u8")``: ffmpeg writing ``live_clip`` as a live playlist, served
+    by ``python -m http.server`` (kill and ``start()`` it to cut the feed); both stopped by PID afterwards."""
+    require_live_peers()
+    producer = HlsProducer(live_clip, tmp_path / "hls", tmp_path / "hls.log")
+    server = StaticHttpServer(producer.root, free_port(), tmp_path / "http.log")
+    try:
+        producer.start()
+        yield server.start()
+    finally:
+        server.stop()
+        producer.stop()

@@ -1,24 +1,24 @@
 """Real live peers for the live-source tests, as child processes on 127.0.0.1, stopped by PID.
 
-An RTSP server (gst-rtsp-server through the system Python's ``gi``, see ``rtsp_server.py``) and an HTTP
-MJPEG server (the ffmpeg CLI with ``-listen 1``). Both come from Debian packages; when they are missing
-``require_live_peers`` fails the test with the package names (a missing peer is a broken setup, not a
-reason to skip).
+An RTSP server (gst-rtsp-server through the system Python's ``gi``, see ``rtsp_server.py``), an HTTP
+MJPEG server (the ffmpeg CLI with ``-listen 1``), and live HLS: the ffmpeg CLI writing a playlist and
+segments into a directory, served by ``python -m http.server``. They come from Debian packages; when
+they are missing ``require_live_peers`` fails the test with the package names (a missing peer is a
+broken setup, not a reason to skip).
 """
 
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-import av
 import pytest
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
+from bench.live_peers import SYSTEM_PYTHON, ChildProcess, RtspCamera, is_listening
+
 DEBIAN_PACKAGES = (
     "ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad "
     "gstreamer1.0-plugins-ugly gstreamer1.0-libav"
@@ -44,85 +44,18 @@ def require_live_peers() -> None:
         )
 
 
-def is_listening(port: int) -> bool:
-    """Whether something listens on TCP ``port`` (from /proc, without connecting to it)."""
-    want = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        if any(f[1].endswith(want) and f[3] == "0A" for f in (line.split() for line in lines)):
-            return True
-    return False
-
-
-class _Child:
-    """A child process owned by a test; ``stop()`` is idempotent and also resumes a SIGSTOPped one."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None and self.proc.poll() is None
-        self.proc.send_signal(sig)
-
-    def kill(self) -> None:
-        """SIGKILL and reap it (an abrupt death, as for a crashed camera)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-
-class RtspServer(_Child):
-    """``rtsp_server.py`` serving an H.264 MP4 at ``url`` (rtsp://127.0.0.1:PORT/test), in real time."""
-
-    def __init__(self, clip: Path, port: int, log: Path) -> None:
-        super().__init__()
-        self.clip, self.port, self.log = clip, port, log
-
-    @property
-    def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/test"
+class RtspServer(RtspCamera):
+    """The benchmarks' RTSP camera; a server that does not come up fails the test."""
 
     def start(self, timeout_s: float = 15.0) -> RtspServer:
-        """Launch it and wait until the stream opens; fails the test (after stopping it) if it does not."""
-        args = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--file", str(self.clip), "--port", str(self.port)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if is_listening(self.port) and self._opens():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        pytest.fail(f"RTSP server did not come up on port {self.port}: {self.log.read_text()[-2000:]}")
-
-    def _opens(self) -> bool:
-        opts = {"rtsp_transport": "tcp", "analyzeduration": "500000"}
         try:
-            av.open(self.url, options=opts, timeout=(3, 3)).close()
-        except av.error.FFmpegError:
-            return False
-        return True
+            super().start(timeout_s)
+        except RuntimeError as e:
+            pytest.fail(str(e))
+        return self
 
 
-class MjpegServer(_Child):
+class MjpegServer(ChildProcess):
     """``ffmpeg -listen 1`` serving ``clip`` looped as multipart JPEG at ``url`` (one client, then exits)."""
 
     def __init__(self, clip: Path, port: int, log: Path) -> None:
@@ -147,3 +80,61 @@ class MjpegServer(_Child):
             time.sleep(0.05)
         self.stop()
         pytest.fail(f"ffmpeg MJPEG server did not listen on port {self.port}: {self.log.read_text()[-2000:]}")
+
+
+class HlsProducer(ChildProcess):
+    """``ffmpeg`` writing ``clip`` (H.264, a keyframe every second), looped in real time, as a live HLS
+    playlist ``live.m3u8`` of ``SEGMENT_S``-second segments in ``root`` (the last 6 listed, older ones
+    deleted, no end tag)."""
+
+    SEGMENT_S = 2
+
+    def __init__(self, clip: Path, root: Path, log: Path) -> None:
+        super().__init__()
+        self.clip, self.root, self.log = clip, root, log
+        self.playlist = root / "live.m3u8"
+
+    def start(self, timeout_s: float = 15.0) -> HlsProducer:
+        """Launch it and wait until the playlist lists a segment; fails the test if it does not."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        args = [
+            "ffmpeg", "-nostdin", "-loglevel", "warning", "-re", "-stream_loop", "-1", "-i", str(self.clip),
+            "-an", "-c:v", "copy", "-f", "hls", "-hls_time", str(self.SEGMENT_S), "-hls_list_size", "6",
+            "-hls_flags", "delete_segments+omit_endlist+temp_file", str(self.playlist),
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.playlist.exists() and ".ts" in self.playlist.read_text():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"ffmpeg wrote no HLS playlist in {timeout_s} s: {self.log.read_text()[-2000:]}")
+
+
+class StaticHttpServer(ChildProcess):
+    """``python -m http.server`` serving ``root`` on 127.0.0.1:``port``; ``start()`` again after ``kill()``
+    brings it back on the same port."""
+
+    def __init__(self, root: Path, port: int, log: Path) -> None:
+        super().__init__()
+        self.root, self.port, self.log = root, port, log
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def start(self, timeout_s: float = 15.0) -> StaticHttpServer:
+        args = [
+            sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(self.root),
+            str(self.port),
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if is_listening(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"http.server did not listen on port {self.port}: {self.log.read_text()[-2000:]}")

@@ -12,9 +12,11 @@ from pathlib import Path
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from a directory, plus two misbehaving paths:
+    """Serves files from a directory, plus three misbehaving paths:
 
     ``/cut/NAME``: announces NAME's full length, sends 60% of it and hangs up (a dropped connection);
+    ``/stall/NAME``: announces NAME's full length (an MP4 with its index first), sends everything before
+    the coded frames (up to the ``mdat`` payload) and then nothing until the client hangs up;
     ``/redirect-file``: redirects to ``file:///etc/passwd``.
     """
 
@@ -33,6 +35,16 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data[: int(len(data) * 0.6)])
+            self.close_connection = True
+            return
+        if self.path.startswith("/stall/"):
+            data = (Path(self.directory) / self.path.removeprefix("/stall/")).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: data.index(b"mdat") + 4])
+            self.wfile.flush()
+            self.rfile.read(1)  # returns when the client closes the connection
             self.close_connection = True
             return
         super().do_GET()

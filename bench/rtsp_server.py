@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A real RTSP server for the live-source tests: GStreamer's gst-rtsp-server through python3-gi.
+"""A real RTSP server for the live tests and benchmarks: GStreamer's gst-rtsp-server through python3-gi.
 
 Run it with the system Python, which has ``gi`` (the project's virtual environment does not):
 
