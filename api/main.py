@@ -11,6 +11,7 @@ from api import errors
 from api.limits import BodyLimit
 from api.routes import health, streams, videos
 from vidmem.settings import Settings, get_settings
+from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
 
 
@@ -20,7 +21,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Embedded mode reads live streams in-process; distributed mode leaves them to `vidmem ingest`.
+        readers = LiveSupervisor(rt).start() if settings.embedded else None
         yield
+        if readers is not None:
+            readers.stop()
         rt.close()  # embedded mode: stop the in-process worker pools with the server
 
     app = FastAPI(

@@ -41,12 +41,33 @@ class JobPublic(BaseModel):
     error: str | None
 
 
+class LiveStreamCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=4096, description="rtsp://, an HTTP MJPEG URL, an HLS playlist")
+    fps: float | None = Field(None, gt=0, le=30, description="Frames kept per second (default 1).")
+    budget: int | None = Field(None, ge=16, le=1_000_000, description="Token budget of the stream's memory.")
+    name: str = Field("", max_length=200)
+    check: bool = Field(True, description="Refuse a URL that gives no frame now (else retry it forever).")
+
+
+TimeBound = str | float
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(min_length=1, max_length=100_000)
     stream: bool = False
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    since: TimeBound | None = Field(
+        None,
+        description="Only what the stream showed from this time: -10m (before now), +5m (from the start), "
+        "now, ISO 8601 or Unix seconds (live streams).",
+    )
+    until: TimeBound | None = Field(
+        None, description="Only what the stream showed up to this time (as since)."
+    )
 
 
 class AnswerPublic(BaseModel):

@@ -248,10 +248,12 @@ class Answerer:
             total_s=end - start,
         )
 
-    def answer(self, slots: Sequence[Slot], question: str, budget: int) -> Answer:
-        """Answer ``question`` over ``slots`` (memory order) in one call."""
+    def answer(
+        self, slots: Sequence[Slot], question: str, budget: int, gaps: Sequence[tuple[float, float]] = ()
+    ) -> Answer:
+        """Answer ``question`` over ``slots`` (memory order) in one call; ``gaps`` as in build_prompt."""
         start = time.perf_counter()
-        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget)
+        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget, gaps)
         clock = _FirstTokenClock()
         out = self._generate(prompt, clock)
         end = time.perf_counter()
@@ -260,13 +262,15 @@ class Answerer:
             prompt, len(slots), budget, text, int(out.shape[-1]), (start, clock.first_token_at, end)
         )
 
-    def stream(self, slots: Sequence[Slot], question: str, budget: int) -> AnswerStream:
-        """Answer ``question`` over ``slots`` as an iterator of text pieces.
+    def stream(
+        self, slots: Sequence[Slot], question: str, budget: int, gaps: Sequence[tuple[float, float]] = ()
+    ) -> AnswerStream:
+        """Answer ``question`` over ``slots`` as an iterator of text pieces; ``gaps`` as in build_prompt.
 
         Prompt errors (EmptyMemory, BudgetError) raise here, before any thread starts.
         """
         start = time.perf_counter()
-        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget)
+        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget, gaps)
         streamer = _TimedTextStreamer(self.backend.tokenizer, self.gen.stream_timeout_s)
         cancel = threading.Event()
 

@@ -84,6 +84,8 @@ class Prompt:
     visual_tokens: int
     text_tokens_per_slot: tuple[int, ...]
     prompt_tokens: int
+    gap_tokens: int = 0
+    """Tokens of the gap notes (outside the memory's budget; bounded by the number of gaps given)."""
 
     @property
     def tokens_used(self) -> int:
@@ -108,6 +110,21 @@ def slot_label(t0: float) -> str:
 def slot_text(slot: Slot) -> str:
     """The text put before a slot's tokens."""
     return f"{slot_label(slot.t0)}: "
+
+
+def gap_text(start: float, end: float) -> str:
+    """The note put where the source showed nothing (a camera outage), in slot-label time."""
+    return f"(no video {slot_label(start)}-{slot_label(end)}) "
+
+
+def _gap_notes(slots: Sequence[Slot], gaps: Sequence[tuple[float, float]]) -> list[str]:
+    """Per slot, the gap notes to put before it; one more entry for the gaps after the last slot."""
+    notes = ["" for _ in range(len(slots) + 1)]
+    starts = [s.t0 for s in slots]
+    for a, b in sorted(gaps):
+        at = next((i for i, t0 in enumerate(starts) if t0 >= b), len(slots))
+        notes[at] += gap_text(a, b)
+    return notes
 
 
 def render_chat(tokenizer: PreTrainedTokenizerBase, question: str, cfg: PromptConfig) -> tuple[str, str]:
@@ -190,8 +207,12 @@ def build_prompt(
     question: str,
     cfg: PromptConfig,
     budget: int | None = None,
+    gaps: Sequence[tuple[float, float]] = (),
 ) -> Prompt:
     """Assemble ``inputs_embeds`` [1, L, H] for ``question`` over ``slots`` (in memory order).
+
+    ``gaps``: (start, end) spans in slot time where the source showed nothing; each becomes a note
+    (``gap_text``) in time order among the slots, so the model knows the camera saw nothing then.
 
     Raises EmptyMemory without slots, BudgetError when a timestamp exceeds the text reserve or
     the layout exceeds ``budget`` (when given).
@@ -200,7 +221,9 @@ def build_prompt(
     tok = backend.tokenizer
     before, after = render_chat(tok, question, cfg)
     text_ids = count_slot_text(tok, slots, cfg)
-    pre_ids, post_ids = _ids(tok, before), _ids(tok, after)
+    note_ids = [_ids(tok, n) if n else [] for n in _gap_notes(slots, gaps)]
+    text_ids = [n + t for n, t in zip(note_ids, text_ids, strict=False)]
+    pre_ids, post_ids = _ids(tok, before), note_ids[-1] + _ids(tok, after)
 
     # One embedding lookup for every text piece, one transfer for every visual token.
     lm = backend.lm
@@ -224,8 +247,9 @@ def build_prompt(
         inputs_embeds=embeds,
         attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=backend.device),
         visual_tokens=v_at,
-        text_tokens_per_slot=tuple(len(ids) for ids in text_ids),
+        text_tokens_per_slot=tuple(len(ids) - len(n) for ids, n in zip(text_ids, note_ids, strict=False)),
         prompt_tokens=int(embeds.shape[1]),
+        gap_tokens=sum(len(n) for n in note_ids),
     )
 
 

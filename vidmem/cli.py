@@ -1,4 +1,4 @@
-"""The ``vidmem`` command: serve, ask, worker."""
+"""The ``vidmem`` command: serve, ask, worker, ingest."""
 
 from __future__ import annotations
 
@@ -121,6 +121,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from workers.live import LiveSupervisor
+    from workers.runtime import runtime_for
+
+    settings = _settings(args)
+    if settings.redis_url is None:
+        print("vidmem: an ingest process needs --redis-url or VIDMEM_REDIS_URL", file=sys.stderr)
+        return 2
+    sup = LiveSupervisor(runtime_for(settings), name=args.name)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"vidmem: ingest process {sup.owner} reading live streams from {settings.redis_url}",
+          file=sys.stderr)  # fmt: skip
+    sup.start()
+    while not stop.wait(0.5):
+        pass
+    sup.stop()  # gives every lease back, so another ingest process takes the streams over at once
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vidmem", description="Ask questions about everything a video stream showed."
@@ -155,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--loglevel", default="INFO")
     w.add_argument("--name", default="vidmem@%h")
     w.set_defaults(func=cmd_worker)
+
+    i = sub.add_parser("ingest", help="run a live-stream reader process (RTSP, HTTP MJPEG, HLS)")
+    i.add_argument("--redis-url", dest="redis_url")
+    i.add_argument("--name", help="this process's name in stream views (default host:pid:random)")
+    i.set_defaults(func=cmd_ingest)
     return p
 
 

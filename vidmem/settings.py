@@ -63,6 +63,32 @@ class Settings(BaseSettings):
     )
     open_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout to open and read a URL source.")
 
+    # --- live streams ---
+    live_schemes: tuple[str, ...] = Field(
+        ("rtsp", "rtsps", "http", "https"), description="URL schemes a client may register as a live stream."
+    )
+    live_open_timeout_s: float = Field(5.0, gt=0, le=120, description="Limit to open a live source.")
+    live_read_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="A live source with no frame for this long is reopened (frozen feed)."
+    )
+    live_backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopens.")
+    live_queue: int = Field(
+        16, ge=1, le=10_000, description="Frames buffered between a live reader and the encoders."
+    )
+    live_inflight: int = Field(
+        32, ge=1, le=100_000, description="Frames of one live stream handed to encoders, not yet in memory."
+    )
+    live_skip_similar: float | None = Field(
+        None, ge=0, le=255, description="Skip near-identical live frames (mean abs. difference, 0-255)."
+    )
+    live_lease_s: float = Field(
+        5.0, gt=0, le=300, description="A dead ingest process's streams are taken over after this long."
+    )
+    live_heartbeat_s: float = Field(1.0, gt=0, le=60, description="How often an ingest process reports.")
+    live_max_streams: int = Field(64, ge=1, le=10_000, description="Live streams one ingest process reads.")
+    live_max_gaps: int = Field(1000, ge=1, le=1_000_000, description="Gaps kept per stream (newest).")
+    prompt_max_gaps: int = Field(8, ge=0, le=256, description="Gaps named in a prompt (the longest).")
+
     # --- API limits ---
     max_upload_mb: int = Field(1024, ge=1, le=100_000, description="Largest accepted upload.")
     max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")

@@ -37,14 +37,26 @@ def unpack_frames(raw: bytes) -> list[Frame]:
 
 
 class FrameStore:
+    """Chunks of frames under ``vm:{sid}:frames:<lo>-<hi>``, each also listed (scored by ``lo``) in the
+    stream's in-flight set until an encoder has appended it, so that a new owner can re-send them."""
+
     def __init__(self, client: redis.Redis, ttl_s: int, prefix: str = "vm") -> None:
         self.r = client
         self.ttl_s = ttl_s
         self.prefix = prefix
 
+    def key(self, stream_id: str, lo: int, hi: int) -> str:
+        return f"{self.prefix}:{{{stream_id}}}:frames:{lo}-{hi}"
+
+    def inflight_key(self, stream_id: str) -> str:
+        return f"{self.prefix}:{{{stream_id}}}:inflight"
+
     def put(self, stream_id: str, frames: Sequence[Frame]) -> str:
-        key = f"{self.prefix}:{{{stream_id}}}:frames:{frames[0].seq}-{frames[-1].seq}"
-        self.r.set(key, pack_frames(frames), ex=self.ttl_s)
+        key = self.key(stream_id, frames[0].seq, frames[-1].seq)
+        with self.r.pipeline() as p:
+            p.set(key, pack_frames(frames), ex=self.ttl_s)
+            p.zadd(self.inflight_key(stream_id), {key: frames[0].seq})
+            p.execute()
         return key
 
     @staticmethod
@@ -53,9 +65,28 @@ class FrameStore:
         lo, hi = key.rsplit(":", 1)[1].split("-")
         return range(int(lo), int(hi) + 1)
 
+    @staticmethod
+    def stream_of(key: str) -> str:
+        return key[key.index("{") + 1 : key.index("}")]
+
     def get(self, key: str) -> list[Frame] | None:
         raw = cast(bytes | None, self.r.get(key))
         return None if raw is None else unpack_frames(raw)
 
+    def inflight(self, stream_id: str) -> list[str]:
+        """Keys of chunks not yet appended (oldest first); some may have expired."""
+        return [
+            k.decode() if isinstance(k, bytes) else str(k)
+            for k in self.r.zrange(self.inflight_key(stream_id), 0, -1)
+        ]
+
     def delete(self, key: str) -> None:
-        self.r.delete(key)
+        with self.r.pipeline() as p:
+            p.delete(key)
+            p.zrem(self.inflight_key(self.stream_of(key)), key)
+            p.execute()
+
+    def delete_stream(self, stream_id: str) -> None:
+        """Drop every chunk of a purged stream."""
+        keys = self.inflight(stream_id)
+        self.r.delete(self.inflight_key(stream_id), *keys)

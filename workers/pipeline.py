@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -160,16 +161,22 @@ def _finish(rt: Runtime, job_id: str) -> None:
 
 
 def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> None:
-    """Encode one chunk of frames and append it to the stream's memory (idempotent)."""
+    """Encode one chunk of frames and append it to the stream's memory (idempotent).
+
+    ``job_id`` is the upload job the chunk belongs to, or "" for a live stream's chunk.
+    """
     from workers.models import text_costs
 
     frames = rt.frames.get(frames_key)
     if frames is None:  # a redelivery of a chunk already appended, or frames that expired
         missing = _not_in_memory(rt, stream_id, rt.frames.seqs(frames_key))
         if missing:
-            _fail(rt, job_id, stream_id, f"frames_expired: frames {missing[0]}..{missing[-1]} waited longer "
-                  f"than frame_ttl_s ({rt.settings.frame_ttl_s} s) for an encoder")  # fmt: skip
-        else:
+            ttl = rt.settings.frame_ttl_s
+            msg = (
+                f"frames_expired: frames {missing[0]}..{missing[-1]} waited longer than frame_ttl_s ({ttl} s)"
+            )
+            _chunk_failed(rt, job_id, stream_id, msg + " for an encoder")
+        elif job_id:
             check_done(rt, job_id)
         return
     if not rt.records.stream_exists(stream_id):  # purged meanwhile: do not recreate its memory
@@ -193,11 +200,21 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
             for i, f in enumerate(frames)
         ]
         rt.memory.append(stream_id, encoded)
-    except Exception as e:  # a bug or a broken model: fail the job loudly instead of waiting forever
-        _fail(rt, job_id, stream_id, f"encode_failed: {type(e).__name__}: {e}")
+    except Exception as e:  # a bug or a broken model: fail loudly instead of waiting forever
+        _chunk_failed(rt, job_id, stream_id, f"encode_failed: {type(e).__name__}: {e}")
         raise
     rt.frames.delete(frames_key)
-    check_done(rt, job_id)
+    if job_id:
+        check_done(rt, job_id)
+
+
+def _chunk_failed(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
+    """An upload's job fails; a live stream keeps running, with the error shown in its state."""
+    if job_id:
+        _fail(rt, job_id, stream_id, message)
+    else:
+        log.error("stream %s: %s", stream_id, message)
+        rt.records.set_stream_error(stream_id, message)
 
 
 def _not_in_memory(rt: Runtime, stream_id: str, seqs: range) -> list[int]:
@@ -227,8 +244,17 @@ def check_done(rt: Runtime, job_id: str) -> None:
 # ---- answer ------------------------------------------------------------------------------
 
 
-def answer_question(rt: Runtime, stream_id: str, request_id: str, question: str, max_new_tokens: int) -> None:
-    """Answer over the stream's whole memory; events go to the request's AnswerChannel."""
+def answer_question(
+    rt: Runtime,
+    stream_id: str,
+    request_id: str,
+    question: str,
+    max_new_tokens: int,
+    window: list[float | None] | None = None,
+) -> None:
+    """Answer over the stream's memory (or its slots within ``window`` = [lo, hi] in stream time, None
+    for an open bound); events go to the request's AnswerChannel. A live stream's gaps are named in the
+    prompt, so the model knows when the camera saw nothing."""
     from model.answerer import EmptyMemory
     from workers.models import answerer_for
 
@@ -238,8 +264,14 @@ def answer_question(rt: Runtime, stream_id: str, request_id: str, question: str,
         if not rt.memory.exists(stream_id):
             raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
         state = rt.memory.state(stream_id, with_tokens=True)
+        slots = state.as_slots()
+        lo, hi = _bounds(window)
+        slots = [s for s in slots if s.t1 >= lo and s.t0 <= hi]
+        if not slots:
+            raise EmptyMemory(f"stream {stream_id} has no frames in the window asked about")
+        gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), min(hi, time.time()))
         answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
-        with answerer.stream(state.as_slots(), question, state.config.budget) as pieces:
+        with answerer.stream(slots, question, state.config.budget, gaps) as pieces:
             for piece in pieces:
                 channel.piece(piece)
             result = pieces.result()
@@ -259,6 +291,27 @@ def answer_question(rt: Runtime, stream_id: str, request_id: str, question: str,
         latency_s=result.total_s,
         memory_version=state.version,
     )
+
+
+def _bounds(window: list[float | None] | None) -> tuple[float, float]:
+    lo, hi = window if window is not None else (None, None)
+    return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
+
+
+def prompt_gaps(rt: Runtime, stream_id: str, lo: float, hi_wall: float) -> list[tuple[float, float]]:
+    """A live stream's gaps from stream time ``lo`` on, in stream time: the ``prompt_max_gaps`` longest,
+    plus the outage going on now (if the source is disconnected), which ends at ``hi_wall`` (Unix time)."""
+    rec = rt.records.stream(stream_id)
+    if rec.kind != "live":
+        return []
+    c = rec.created_at
+    spans = [(g.start_wall - c, g.end_wall - c) for g in rt.live.gaps(stream_id)]
+    since = rt.live.status(stream_id).disconnected_since
+    if since is not None and hi_wall > since:
+        spans.append((since - c, hi_wall - c))
+    spans = [(a, b) for a, b in spans if b >= lo and a <= hi_wall - c]
+    spans.sort(key=lambda g: g[1] - g[0], reverse=True)
+    return sorted(spans[: rt.settings.prompt_max_gaps])
 
 
 TASKS: dict[str, Callable[..., None]] = {

@@ -23,10 +23,11 @@ if new > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return ARGV[2] e
 return tostring(cur)
 """
 
-# Update a stream's state only if the stream still exists; never move a stopped stream to done.
+# Update a stream's state only if the stream still exists; "stopped" is final (a reader or an ingest
+# finishing late never brings a stopped stream back).
 _SET_STATE = """
 if redis.call('HEXISTS', KEYS[1], 'stream_id') == 0 then return 0 end
-if ARGV[1] == 'done' and redis.call('HGET', KEYS[1], 'state') == 'stopped' then return 1 end
+if redis.call('HGET', KEYS[1], 'state') == 'stopped' and ARGV[1] ~= 'stopped' then return 1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
 if ARGV[2] then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
 return 1
@@ -141,6 +142,11 @@ class Records:
         """Set the state of an existing stream (a deleted one stays deleted). False if none."""
         args = [state] if error is None else [state, error]
         return bool(self._set_state(keys=[self._stream(stream_id)], args=args))
+
+    def set_stream_error(self, stream_id: str, error: str) -> None:
+        """Note an error on a stream that keeps running (a live stream's failed chunk)."""
+        if self.stream_exists(stream_id):
+            self.r.hset(self._stream(stream_id), "error", error)
 
     def delete_stream(self, stream_id: str) -> None:
         with self.r.pipeline() as p:

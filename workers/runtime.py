@@ -16,6 +16,7 @@ from redis import Redis
 from model.memory import MemoryConfig, TokenMemory
 from vidmem.settings import Settings
 from workers.frames import FrameStore
+from workers.live_records import LiveRecords
 from workers.records import Records
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ class Runtime:
     memory: TokenMemory
     records: Records
     frames: FrameStore
+    live: LiveRecords
     dispatcher: Dispatcher | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _models: dict[str, Any] = field(default_factory=dict)
@@ -49,12 +51,14 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings, client: Redis | None = None) -> Runtime:
         r = client if client is not None else make_redis(settings)
+        records, frames = Records(r), FrameStore(r, ttl_s=settings.frame_ttl_s)
         return cls(
             settings=settings,
             redis=r,
             memory=TokenMemory(r),
-            records=Records(r),
-            frames=FrameStore(r, ttl_s=settings.frame_ttl_s),
+            records=records,
+            frames=frames,
+            live=LiveRecords(r, records, frames),
         )
 
     def close(self) -> None:

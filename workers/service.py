@@ -15,9 +15,14 @@ from typing import Any
 
 from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
+from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
 from workers.records import StreamRecord, new_id
 from workers.runtime import Runtime
+
+LIVE_STATES = ("connecting", "live", "reconnecting")
+GAPS_SHOWN = 100
+"""Gaps a stream view lists (the newest); ``gaps_total`` counts them all."""
 
 
 class ServiceError(Exception):
@@ -82,6 +87,47 @@ def submit_video(
     return job_id, stream_id
 
 
+def create_live_stream(
+    rt: Runtime,
+    url: str,
+    *,
+    fps: float | None = None,
+    budget: int | None = None,
+    name: str = "",
+    check: bool = True,
+) -> str:
+    """Register a live stream (RTSP, HTTP MJPEG, HLS); an ingest process starts reading it at once.
+
+    With ``check``, the URL must give a frame within the live open and read timeouts, so a wrong
+    address is refused now (SourceError) rather than retried forever.
+    """
+    from stream.live_check import check_live
+
+    from workers.live import live_config
+
+    fps = fps or rt.settings.fps
+    config = live_config(rt, fps)
+    if check:
+        check_live(url, config)
+    else:
+        check_source(url, config.allowed_schemes)
+    stream_id = new_id()
+    shown = redact(url)
+    rec = StreamRecord(
+        stream_id=stream_id,
+        kind="live",
+        name=name or shown,
+        source=shown,
+        state="connecting",
+        fps=fps,
+        budget=budget or rt.settings.budget,
+        sample_mode="fps",
+        created_at=time.time(),
+    )
+    rt.live.create(rec, url)
+    return stream_id
+
+
 def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
     job = rt.records.job(job_id)
     encoded = rt.memory.next_seq(job.stream_id)
@@ -112,6 +158,48 @@ def stream_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
             tokens_used=st.tokens_used,
             slots=len(st.slots),
             last_frame_t=st.slots[-1].t1 if st.slots else None,
+        )
+    if rec.kind == "live":
+        out.update(_live_view(rt, rec))
+    return out
+
+
+def _gap_view(start: float, end: float, reason: str) -> dict[str, Any]:
+    return {"start": start, "end": end, "duration_s": round(end - start, 3), "reason": reason}
+
+
+def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
+    """A live stream's counters, gaps and reader. A stream whose reader stopped beating (every ingest
+    process is down) is shown as reconnecting, with the reason."""
+    st = rt.live.status(rec.stream_id)
+    gaps = rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
+    out: dict[str, Any] = {
+        "frames_sampled": st.frames_sampled,
+        "frames_dropped": st.frames_dropped,
+        "frames_skipped": st.frames_skipped,
+        "frames_replayed": st.frames_replayed,
+        "reconnects": st.reconnects,
+        "gaps_total": st.gaps_total,
+        "gaps": [
+            {
+                "start": g.start_wall,
+                "end": g.end_wall,
+                "duration_s": round(g.end_wall - g.start_wall, 3),
+                "reason": g.reason,
+            }
+            for g in gaps
+        ],
+        "last_frame_time": st.last_frame_wall,
+        "disconnected_since": st.disconnected_since,
+        "last_error": st.last_error,
+        "reader": st.owner,
+    }
+    beat = st.heartbeat_at if st.heartbeat_at is not None else rec.created_at
+    if rec.state in LIVE_STATES and time.time() - beat > 2 * rt.settings.live_lease_s:
+        out.update(
+            state="reconnecting" if st.frames_sampled else "connecting",
+            reader=None,
+            last_error="no ingest process is reading this stream (start `vidmem ingest`)",
         )
     return out
 
@@ -159,21 +247,50 @@ def thumbnail(rt: Runtime, stream_id: str, slot_id: int) -> bytes:
 
 
 def ask(
-    rt: Runtime, stream_id: str, question: str, max_new_tokens: int | None = None
+    rt: Runtime,
+    stream_id: str,
+    question: str,
+    max_new_tokens: int | None = None,
+    since: str | float | None = None,
+    until: str | float | None = None,
 ) -> Iterator[AnswerEvent]:
-    """Queue an answer over the stream's whole memory and yield its events (pieces, then done/error)."""
-    rt.records.stream(stream_id)
-    if not rt.memory.exists(stream_id) or not rt.memory.state(stream_id).slots:
+    """Queue an answer and yield its events (pieces, then done/error).
+
+    The answer covers the stream's whole memory, or the slots between ``since`` and ``until``
+    (``timewindow``), which then have the prompt's whole budget to themselves.
+    """
+    rec = rt.records.stream(stream_id)
+    if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
+    clock = timewindow.Clock(now=time.time(), created_at=rec.created_at, end=slots[-1].t1,
+                             live=rec.kind == "live")  # fmt: skip
+    try:
+        span = timewindow.window(since, until, clock)
+    except timewindow.BadWindow as e:
+        raise ServiceError(e.code, str(e)) from None
+    if span is not None and not any(s.t1 >= span[0] and s.t0 <= span[1] for s in slots):
+        raise ServiceError(
+            "empty_window",
+            f"no frame of stream {stream_id} lies between since={since!r} and until={until!r} "
+            f"(the memory covers {slots[0].t0:.1f} s to {slots[-1].t1:.1f} s of stream time)",
+        )
+    window = None if span is None else [_finite(span[0]), _finite(span[1])]
     request_id = new_id()
-    rt.submit("answer", stream_id, request_id, question, max_new_tokens or rt.settings.max_new_tokens)
+    rt.submit("answer", stream_id, request_id, question, max_new_tokens or rt.settings.max_new_tokens, window)
     return AnswerChannel(rt.redis, request_id).events(rt.settings.answer_timeout_s)
+
+
+def _finite(x: float) -> float | None:
+    """JSON (task arguments) has no infinity: an open bound travels as None."""
+    return x if abs(x) != float("inf") else None
 
 
 def delete_stream(rt: Runtime, stream_id: str, purge: bool) -> None:
     rec = rt.records.stream(stream_id)
     if purge:
+        rt.records.delete_stream(stream_id)  # first: a reader's next hand-over and encodes now refuse it
+        rt.live.delete(stream_id)
         rt.memory.delete(stream_id)
-        rt.records.delete_stream(stream_id)
     elif rec.state not in ("done", "stopped"):
         rt.records.set_stream_state(stream_id, "stopped")
+        rt.live.retire(stream_id)

@@ -44,5 +44,11 @@ def encode(job_id: str, stream_id: str, frames_key: str) -> None:
 
 
 @shared_task(name="vidmem.answer", ignore_result=True)
-def answer(stream_id: str, request_id: str, question: str, max_new_tokens: int) -> None:
-    pipeline.answer_question(runtime(), stream_id, request_id, question, max_new_tokens)
+def answer(
+    stream_id: str,
+    request_id: str,
+    question: str,
+    max_new_tokens: int,
+    window: list[float | None] | None = None,
+) -> None:
+    pipeline.answer_question(runtime(), stream_id, request_id, question, max_new_tokens, window)

@@ -12,11 +12,21 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
 from api.errors import ApiError
-from api.schemas import AnswerPublic, AskRequest
+from api.schemas import AnswerPublic, AskRequest, LiveStreamCreate
 from workers import service
 from workers.answers import AnswerEvent
 
 router = APIRouter()
+
+
+@router.post("/v1/streams", status_code=201)
+async def create_stream(body: LiveStreamCreate, rt: RuntimeDep) -> dict[str, Any]:
+    """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first)."""
+    stream_id = await run_in_threadpool(
+        service.create_live_stream, rt, body.url, fps=body.fps, budget=body.budget, name=body.name,
+        check=body.check,
+    )  # fmt: skip
+    return service.stream_view(rt, stream_id)
 
 
 @router.get("/v1/streams")
@@ -48,12 +58,14 @@ def get_thumbnail(stream_id: str, slot_id: int, rt: RuntimeDep) -> Response:
 
 @router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic)
 async def ask(stream_id: str, body: AskRequest, rt: RuntimeDep) -> Any:
-    """Answer a question over the stream's whole memory: JSON, or Server-Sent Events when ``stream``."""
+    """Answer a question over the stream's memory (or a time window of it): JSON, or SSE when ``stream``."""
     if len(body.question) > rt.settings.max_question_chars:
         raise ApiError(
             "validation_error", f"question longer than {rt.settings.max_question_chars} characters", 422
         )
-    events = await run_in_threadpool(service.ask, rt, stream_id, body.question, body.max_new_tokens)
+    events = await run_in_threadpool(
+        service.ask, rt, stream_id, body.question, body.max_new_tokens, body.since, body.until
+    )
     if body.stream:
         return StreamingResponse(
             _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}

@@ -6,9 +6,6 @@ An upload travels through the HTTP API from ingest to answer, across process bou
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,36 +14,11 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REPO, TESTDATA, RedisServer, free_port
+from tests.conftest import TESTDATA, RedisServer, free_port
+from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
 from tests.stream.clips import make_clip
 
 pytestmark = pytest.mark.integration
-
-VIDMEM = [sys.executable, "-m", "vidmem.cli"]
-
-
-class Proc:
-    """A child process of the test, stopped by PID, its output kept in a log file."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
-        self.log = logdir / f"{name}.log"
-        self.fh = self.log.open("wb")
-        self.p = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def stop(self) -> None:
-        if self.p.poll() is None:
-            os.killpg(self.p.pid, signal.SIGTERM)
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.p.pid, signal.SIGKILL)
-                self.p.wait()
-        self.fh.close()
-
-    def tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
 
 
 @pytest.fixture
@@ -71,21 +43,10 @@ def cluster(
     ]
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("API did not start:\n" + procs[2].tail())
+        wait_healthy(base, procs[2])
         yield base
     finally:
-        for p in procs:
-            p.stop()
-        for p in procs:
-            print(f"--- {p.log.name}\n{p.tail(1500)}")
+        stop_all(procs)
 
 
 def clip(tmp_path: Path) -> Path:

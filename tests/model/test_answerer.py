@@ -21,6 +21,7 @@ from model.answerer import (
 )
 from model.compressor import BudgetError, pool
 from model.llava_ov import LlavaOVBackend
+from model.prompt import gap_text
 from model.slots import Slot
 
 QUESTION = "How many people are in the room?"
@@ -159,3 +160,27 @@ def test_closing_a_stream_stops_generation(tiny_backend: LlavaOVBackend, slots: 
     assert stream.new_tokens < 2000
     with pytest.raises(RuntimeError, match="not been consumed"):
         stream.result()
+
+
+def test_gaps_are_noted_in_time_order(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
+    """A gap's note goes before the first slot after it (one after the last slot goes after the video);
+    the memory's accounting is unchanged and the notes' tokens are counted apart."""
+    cfg = PromptConfig(timestamps=True, text_tokens=8)
+    plain = build_prompt(tiny_backend, slots, QUESTION, cfg, budget=400)
+    gaps = [(1.0, 12.0), (300_000.0, 300_050.0), (5.0, 6.0)]
+    prompt = build_prompt(tiny_backend, slots, QUESTION, cfg, budget=400, gaps=gaps)
+    notes = ["(no video 1s-12s) (no video 5s-6s) ", "(no video 5000m-5000m) "]
+    assert gap_text(1.0, 12.0) == "(no video 1s-12s) "
+    assert prompt.gap_tokens == sum(len(_ids(tiny_backend, n)) for n in notes) > 0
+    assert prompt.tokens_used == plain.tokens_used
+    assert prompt.text_tokens_per_slot == plain.text_tokens_per_slot
+    assert prompt.prompt_tokens == plain.prompt_tokens + prompt.gap_tokens
+
+    # The first note sits right after the prefix text, before slot 1's timestamp (slot 1 starts at 12.4 s).
+    before, _ = render_chat(tiny_backend.tokenizer, QUESTION, cfg)
+    pre = _ids(tiny_backend, before)
+    at = len(pre) + len(_ids(tiny_backend, slot_text(slots[0]))) + slots[0].n_tokens
+    first = _ids(tiny_backend, notes[0])
+    with torch.inference_mode():
+        want = tiny_backend.model.get_input_embeddings()(torch.tensor(first))
+    assert torch.equal(prompt.inputs_embeds[0, at : at + len(first)], want)

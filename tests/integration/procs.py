@@ -1,0 +1,67 @@
+"""vidmem processes for the integration tests: children of the test, stopped by PID (their process group),
+their output kept in a log file that is printed when the test ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+VIDMEM = [sys.executable, "-m", "vidmem.cli"]
+
+
+class Proc:
+    """A child process of the test, stopped by PID, its output kept in a log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.log = logdir / f"{name}.log"
+        self.fh = self.log.open("wb")
+        self.p = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, with no chance to clean up."""
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait()
+        self.fh.close()
+
+    def tail(self, n: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+def wait_healthy(base: str, api: Proc, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    pytest.fail("API did not start:\n" + api.tail())
+
+
+def stop_all(procs: list[Proc]) -> None:
+    for p in procs:
+        p.stop()
+    for p in procs:
+        print(f"--- {p.log.name}\n{p.tail(1500)}")

@@ -1,0 +1,271 @@
+"""Live readers: the ``vidmem ingest`` process (and the embedded server) reading registered live streams.
+
+``LiveSupervisor`` runs a heartbeat loop. Each beat it renews the lease of every stream it reads (a
+``StreamReader`` each), reports their counters and gaps, lets go of streams that were stopped or deleted,
+and takes any registered stream whose lease is free (a new stream, or one whose reader died: its lease
+expires ``live_lease_s`` after its last beat). Two supervisors on one Redis therefore read each stream
+exactly once, and a killed one's streams move to the other within a few seconds.
+
+A ``StreamReader`` owns one ``stream.live.LiveSource`` (which reconnects by itself and records gaps) and
+a thread that hands its frames to the encoders through ``LiveRecords.dispatch``, fenced by the lease.
+Frames get the stream's own sequence numbers (continuing the previous reader's) and stream times
+``pts = wall_time - created_at``, so times agree whichever process read them. When encoders fall behind
+(more than ``live_inflight`` frames handed over but not yet in the memory) the reader stops taking frames,
+the source's bounded queue fills, and the source drops (and counts) new ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import socket
+import threading
+import uuid
+
+from stream.errors import SourceError
+from stream.frames import Frame
+from stream.live import LiveSource
+from stream.live_types import Gap, LiveConfig, LiveStats
+from workers.lease import Lease, LeaseLost
+from workers.live_records import NotOwner
+from workers.records import UnknownStreamRecord
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+TAKEOVER = "the stream's reader changed (an ingest process stopped or lost its lease)"
+"""Gap reason for the span between the previous reader's last frame and the new reader's first."""
+
+
+BACKOFF_INITIAL_S = 0.5
+"""First wait before reopening a lost live source (it doubles per failed attempt)."""
+
+
+def live_config(rt: Runtime, fps: float) -> LiveConfig:
+    s = rt.settings
+    return LiveConfig(
+        fps=fps,
+        open_timeout_s=s.live_open_timeout_s,
+        read_timeout_s=s.live_read_timeout_s,
+        backoff_max_s=max(s.live_backoff_max_s, BACKOFF_INITIAL_S),
+        backoff_initial_s=BACKOFF_INITIAL_S,
+        allowed_schemes=s.live_schemes,
+        queue_size=s.live_queue,
+        skip_similar=s.live_skip_similar,
+        size=(s.frame_size, s.frame_size),
+    )
+
+
+class StreamReader:
+    """Reads one live stream for as long as this process holds its lease."""
+
+    def __init__(self, rt: Runtime, sid: str, lease: Lease, owner: str) -> None:
+        self.rt, self.sid, self.lease, self.owner = rt, sid, lease, owner
+        self.rec = rt.records.stream(sid)
+        self.source = LiveSource(rt.live.url(sid), live_config(rt, self.rec.fps))
+        status = rt.live.status(sid)
+        self.next_seq = status.frames_sampled
+        self.last_pts = status.last_pts if status.last_pts is not None else -math.inf
+        self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
+        self._had_frames = status.frames_sampled > 0
+        self._reported = LiveStats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
+
+    # ---- life cycle (supervisor thread) ----
+
+    def start(self) -> StreamReader:
+        self._resend_inflight()
+        self.source.start()
+        self._thread.start()
+        log.info("stream %s: reading %s", self.sid, self.source.shown)
+        return self
+
+    def heartbeat(self) -> bool:
+        """Renew the lease and report; False when this reader is finished (it then closes itself)."""
+        if self._stop.is_set():  # the hand-over thread ended: lost the lease, or failed
+            self._close_later(release=False)
+            return False
+        try:
+            state = self.rt.records.stream(self.sid).state
+        except UnknownStreamRecord:
+            state = "stopped"
+        if state == "stopped":  # DELETE: stop reading, and let nobody pick it up again
+            self.rt.live.retire(self.sid)
+            self._close_later(release=True)
+            return False
+        try:
+            self.lease.renew()
+        except LeaseLost:
+            log.warning("stream %s: lease lost; another ingest process reads it now", self.sid)
+            self._close_later(release=False)
+            return False
+        self._report()
+        return True
+
+    def close(self, release: bool) -> None:
+        """Stop the source and the hand-over thread; give the lease back if asked (a clean shutdown)."""
+        self._stop.set()
+        self.source.stop()
+        self._thread.join(5)
+        if release:
+            try:
+                self.lease.renew()
+                self._report()
+            except LeaseLost:
+                return
+            self.lease.release()
+
+    def _close_later(self, release: bool) -> None:
+        """Close without blocking the heartbeat loop (a stalled open can take seconds to give up)."""
+        self._stop.set()
+        threading.Thread(target=self.close, args=(release,), daemon=True).start()
+
+    # ---- reporting ----
+
+    def _report(self) -> None:
+        st, prev = self.source.stats, self._reported
+        increments = {
+            "frames_dropped": st.frames_dropped - prev.frames_dropped,
+            "frames_skipped": st.frames_skipped_similar - prev.frames_skipped_similar,
+            "frames_replayed": st.frames_replayed - prev.frames_replayed,
+            "reconnects": st.reconnects - prev.reconnects,
+        }
+        for gap in st.gaps[len(prev.gaps) :]:
+            self.rt.live.add_gap(self.sid, gap, self.rt.settings.live_max_gaps)
+        self.rt.live.report(
+            self.sid,
+            owner=self.owner,
+            increments=increments,
+            disconnected_since=st.disconnected_since,
+            last_error=st.last_error,
+        )
+        state = st.state
+        if state == "connecting" and (self._had_frames or st.frames_sampled):
+            state = "reconnecting"  # a reader that took over is reconnecting the stream, not connecting it
+        if state != "stopped":
+            self.rt.records.set_stream_state(self.sid, state)
+        self._reported = st
+
+    # ---- hand-over thread ----
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except NotOwner as e:
+            log.warning("%s", e)
+        except Exception:
+            log.exception("stream %s: reader failed; it will be restarted", self.sid)
+        finally:
+            self._stop.set()
+
+    def _loop(self) -> None:
+        s = self.rt.settings
+        while not self._stop.is_set():
+            if self.next_seq - self.rt.memory.next_seq(self.sid) >= s.live_inflight:
+                self._stop.wait(0.05)  # backpressure: the source's queue fills and it drops frames
+                continue
+            first = self.source.get(0.2)
+            if first is None:
+                continue
+            batch = [first]
+            while len(batch) < s.encode_batch and (more := self.source.get(0)) is not None:
+                batch.append(more)
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: list[Frame]) -> None:
+        created = self.rec.created_at
+        frames = []
+        for i, f in enumerate(batch):
+            wall = f.wall_time if f.wall_time is not None else created + f.pts
+            pts = max(wall - created, self.last_pts + 1e-3)  # strictly increasing across readers
+            frames.append(dataclasses.replace(f, seq=self.next_seq + i, pts=pts, wall_time=wall))
+            self.last_pts = pts
+        if self._resume_wall is not None:
+            self._takeover_gap(frames[0])
+        key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
+        self.next_seq += len(frames)
+        self.rt.submit("encode", "", self.sid, key)
+
+    def _takeover_gap(self, first: Frame) -> None:
+        """Record the span between the previous reader's last frame and ours, when frames were missed."""
+        start, self._resume_wall = self._resume_wall, None
+        assert start is not None and first.wall_time is not None
+        if first.wall_time - start > max(2.0, 2.0 / self.rec.fps):
+            gap = Gap(start_wall=start, end_wall=first.wall_time, reason=TAKEOVER)
+            self.rt.live.add_gap(self.sid, gap, self.rt.settings.live_max_gaps)
+
+    def _resend_inflight(self) -> None:
+        """Chunks the previous reader handed over that are not in the memory yet: queue them again (an
+        encode is idempotent), in case that reader died between storing a chunk and queueing its task."""
+        done = self.rt.memory.next_seq(self.sid)
+        for key in self.rt.frames.inflight(self.sid):
+            if self.rt.frames.seqs(key).stop <= done:
+                self.rt.frames.delete(key)
+            else:
+                self.rt.submit("encode", "", self.sid, key)
+
+
+class LiveSupervisor:
+    """Reads every registered live stream it can lease, up to ``live_max_streams``."""
+
+    def __init__(self, rt: Runtime, name: str | None = None) -> None:
+        self.rt = rt
+        self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.readers: dict[str, StreamReader] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        """Beat until ``stop()``; then close every reader and give its lease back."""
+        try:
+            while True:
+                self.tick()
+                if self._stop.wait(self.rt.settings.live_heartbeat_s):
+                    break
+        finally:
+            for reader in self.readers.values():
+                reader.close(release=True)
+            self.readers.clear()
+
+    def start(self) -> LiveSupervisor:
+        """Run in a background thread (the embedded server)."""
+        self._thread = threading.Thread(target=self.run, name="vidmem-live-supervisor", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def tick(self) -> None:
+        for sid, reader in list(self.readers.items()):
+            try:
+                alive = reader.heartbeat()
+            except Exception:
+                log.exception("stream %s: heartbeat failed", sid)
+                alive = True  # Redis hiccup: the lease outlives a few missed beats
+            if not alive:
+                del self.readers[sid]
+        for sid in self.rt.live.active():
+            if len(self.readers) >= self.rt.settings.live_max_streams:
+                break
+            if sid not in self.readers:
+                self._claim(sid)
+
+    def _claim(self, sid: str) -> None:
+        lease = Lease(self.rt.redis, self.rt.live.lease_key(sid), ttl_s=self.rt.settings.live_lease_s)
+        if not lease.try_acquire():
+            return
+        try:
+            self.readers[sid] = StreamReader(self.rt, sid, lease, self.owner).start()
+        except (UnknownStreamRecord, KeyError):  # deleted meanwhile
+            self.rt.live.retire(sid)
+            lease.release()
+        except SourceError as e:  # its URL is no longer allowed (settings changed): stop it for good
+            self.rt.records.set_stream_state(sid, "stopped", error=f"{e.code}: {e}")
+            self.rt.live.retire(sid)
+            lease.release()

@@ -1,0 +1,201 @@
+"""What Redis holds about live streams, besides the stream record: the URL, counters, gaps, and the
+fenced hand-over of sampled frames to the encoders.
+
+Keys (``vm`` prefix):
+  vm:live                  set of live streams still to be read (a stopped stream leaves it)
+  vm:stream:<sid>          the stream record (``records.Records``), plus the live fields below
+  vm:{<sid>}:gaps          list of JSON ``[start_wall, end_wall, reason]``, oldest first, the newest kept
+  vm:{<sid>}:lease         the ingest process reading the stream (a ``lease.Lease`` token)
+
+Exactly-once reading: frames reach the encoders only through ``dispatch``, one Lua script that checks the
+caller still holds the stream's lease *and* that the chunk starts at the stream's ``frames_sampled``,
+then stores the chunk and advances ``frames_sampled``. A reader that lost its lease (paused, cut off)
+cannot hand over a frame, and a new reader continues the sequence where the old one's last chunk ended.
+
+Knows nothing about PyAV, models or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from stream.frames import Frame
+from stream.live_types import Gap
+from workers.frames import FrameStore, pack_frames
+from workers.records import Records, StreamRecord
+
+_DISPATCH = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HEXISTS', KEYS[4], 'stream_id') == 0 then return 0 end
+if tonumber(redis.call('HGET', KEYS[4], 'frames_sampled') or '0') ~= tonumber(ARGV[4]) then return -1 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], KEYS[2])
+redis.call('HSET', KEYS[4], 'frames_sampled', ARGV[5], 'last_pts', ARGV[6], 'last_frame_wall', ARGV[7])
+return 1
+"""
+
+_COUNTERS = ("frames_dropped", "frames_skipped", "frames_replayed", "reconnects")
+
+
+class NotOwner(RuntimeError):
+    """The caller no longer holds the stream's lease (or the stream is gone): stop reading it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiveStatus:
+    """The live fields of a stream record (counters summed over every reader the stream had)."""
+
+    frames_sampled: int = 0
+    frames_dropped: int = 0
+    frames_skipped: int = 0
+    frames_replayed: int = 0
+    reconnects: int = 0
+    gaps_total: int = 0
+    last_pts: float | None = None
+    last_frame_wall: float | None = None
+    disconnected_since: float | None = None
+    last_error: str | None = None
+    owner: str | None = None
+    heartbeat_at: float | None = None
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _f(h: dict[str, str], k: str) -> float | None:
+    return float(h[k]) if h.get(k) else None
+
+
+class LiveRecords:
+    def __init__(self, client: redis.Redis, records: Records, frames: FrameStore, prefix: str = "vm") -> None:
+        self.r = client
+        self.records = records
+        self.frames = frames
+        self.prefix = prefix
+        self._dispatch = client.register_script(_DISPATCH)
+
+    def _hash(self, sid: str) -> str:
+        return f"{self.prefix}:stream:{sid}"
+
+    def _gaps(self, sid: str) -> str:
+        return f"{self.prefix}:{{{sid}}}:gaps"
+
+    def _active(self) -> str:
+        return f"{self.prefix}:live"
+
+    def lease_key(self, sid: str) -> str:
+        return f"{self.prefix}:{{{sid}}}:lease"
+
+    # ---- registry ----
+
+    def create(self, rec: StreamRecord, url: str) -> None:
+        """Register a live stream: its record, its URL (credentials included: never shown), and a place in
+        the set the ingest processes read."""
+        self.records.create_stream(rec)
+        with self.r.pipeline() as p:
+            p.hset(self._hash(rec.stream_id), mapping={"url": url, "frames_sampled": 0})
+            p.sadd(self._active(), rec.stream_id)
+            p.execute()
+
+    def active(self) -> list[str]:
+        return sorted(_s(x) for x in self.r.smembers(self._active()))
+
+    def retire(self, sid: str) -> None:
+        """The stream is stopped or deleted: no reader picks it up again."""
+        self.r.srem(self._active(), sid)
+
+    def url(self, sid: str) -> str:
+        raw = self.r.hget(self._hash(sid), "url")
+        if raw is None:
+            raise KeyError(sid)
+        return _s(raw)
+
+    def delete(self, sid: str) -> None:
+        self.retire(sid)
+        self.r.delete(self._gaps(sid), self.lease_key(sid))
+        self.frames.delete_stream(sid)
+
+    # ---- reader side ----
+
+    def dispatch(self, sid: str, token: str, frames: Sequence[Frame]) -> str:
+        """Hand a chunk (seq contiguous, starting at ``frames_sampled``) to the encoders; returns its key.
+
+        Raises NotOwner if the lease is not ``token``'s any more, or the stream was deleted.
+        """
+        lo, hi = frames[0].seq, frames[-1].seq
+        key = self.frames.key(sid, lo, hi)
+        last = frames[-1]
+        ok = self._dispatch(
+            keys=[self.lease_key(sid), key, self.frames.inflight_key(sid), self._hash(sid)],
+            args=[token, pack_frames(frames), self.frames.ttl_s, lo, hi + 1, repr(last.pts),
+                  repr(last.wall_time or time.time())],
+        )  # fmt: skip
+        if ok == -1:
+            raise NotOwner(f"stream {sid}: chunk {lo}-{hi} does not continue the stream's sequence")
+        if not ok:
+            raise NotOwner(f"stream {sid}: the lease is held by another reader, or the stream is gone")
+        return key
+
+    def report(
+        self,
+        sid: str,
+        *,
+        owner: str,
+        increments: dict[str, int],
+        disconnected_since: float | None,
+        last_error: str | None,
+    ) -> None:
+        """A reader's heartbeat: counter increments since its last report, and its connection state."""
+        h = self._hash(sid)
+        with self.r.pipeline() as p:
+            for k, v in increments.items():
+                if k not in _COUNTERS:
+                    raise ValueError(f"unknown counter {k!r}")
+                if v:
+                    p.hincrby(h, k, v)
+            p.hset(h, mapping={"owner": owner, "heartbeat_at": repr(time.time())})
+            if disconnected_since is None:
+                p.hdel(h, "disconnected_since")
+            else:
+                p.hset(h, "disconnected_since", repr(disconnected_since))
+            if last_error is not None:
+                p.hset(h, "last_error", last_error)
+            p.execute()
+
+    def add_gap(self, sid: str, gap: Gap, keep: int) -> None:
+        with self.r.pipeline() as p:
+            p.rpush(self._gaps(sid), json.dumps([gap.start_wall, gap.end_wall, gap.reason]))
+            p.ltrim(self._gaps(sid), -keep, -1)
+            p.hincrby(self._hash(sid), "gaps_total", 1)
+            p.execute()
+
+    # ---- readers of the state ----
+
+    def gaps(self, sid: str, last: int | None = None) -> list[Gap]:
+        """The gaps kept, oldest first (only the newest ``last`` if given)."""
+        raw = self.r.lrange(self._gaps(sid), -last if last else 0, -1)
+        return [Gap(start_wall=a, end_wall=b, reason=c) for a, b, c in (json.loads(x) for x in raw)]
+
+    def status(self, sid: str) -> LiveStatus:
+        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._hash(sid)).items()}
+        return LiveStatus(
+            frames_sampled=int(h.get("frames_sampled", 0)),
+            frames_dropped=int(h.get("frames_dropped", 0)),
+            frames_skipped=int(h.get("frames_skipped", 0)),
+            frames_replayed=int(h.get("frames_replayed", 0)),
+            reconnects=int(h.get("reconnects", 0)),
+            gaps_total=int(h.get("gaps_total", 0)),
+            last_pts=_f(h, "last_pts"),
+            last_frame_wall=_f(h, "last_frame_wall"),
+            disconnected_since=_f(h, "disconnected_since"),
+            last_error=h.get("last_error") or None,
+            owner=h.get("owner") or None,
+            heartbeat_at=_f(h, "heartbeat_at"),
+        )
