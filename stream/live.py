@@ -1,18 +1,31 @@
-"""A live source (RTSP camera, HTTP MJPEG feed, HLS playlist): read in a background thread, sampled by
-wall-clock time.
+"""A live source (RTSP camera, HTTP MJPEG feed, HLS playlist): read in a background thread, sampled at
+``fps`` frames per second.
 
 A reader thread opens the URL with PyAV (``live_input``, through ``av_input``: allow-listed scheme,
 ``protocol_whitelist``, socket and PyAV open/read timeouts, TCP transport for RTSP), decodes every frame
-and keeps about ``fps`` per second of *wall-clock* time: a frame is kept when it is the first decoded at
-or after the next target (``FrameSelector`` on seconds since the source was created). Kept frames go to
-a bounded queue; when the consumer is slow the newest frame is dropped and counted, so memory stays
-bounded.
+and keeps about ``fps`` per second:
+
+- RTSP and MJPEG (frames arrive as they are captured): per second of *wall-clock* time. A frame is kept
+  when it is the first decoded at or after the next target (``FrameSelector`` on seconds since the
+  source was created).
+- HLS (the container format is ``hls``): per second of *stream* time. FFmpeg's HLS demuxer delivers a
+  whole segment within milliseconds once it appears (and, on open, the last few segments of the
+  playlist at once), so a wall-clock sampler would keep one frame per segment. ``StreamTimeSelector``
+  applies the same rule to the frames' source timestamps (``frame.time``) on the current timeline: a
+  step back or a jump forward of more than ``TIMELINE_JUMP_S`` (a producer restart, a reconnect that
+  missed segments) restarts it at that frame. Frames without a source timestamp fall back to the
+  wall clock.
+
+Kept frames go to a bounded queue; when the consumer is slow the newest frame is dropped and counted, so
+memory stays bounded. ``wall_time`` is the Unix time at decode and ``pts`` the seconds since the source
+was created (monotonic clock), also for HLS, where frames of one burst get nearly equal values.
 
 A live feed is never "done": when the decode loop ends (the server hung up), raises (FFmpeg or socket
-error), or stalls past ``read_timeout_s`` (a frozen server), the source records a disconnect, reopens with
-exponential backoff and jitter until it succeeds, and records the Gap between the last frame before and
-the first frame after. ``pts`` (seconds since the source was created, from the monotonic clock) and
-``seq`` carry on across reconnects: strictly increasing and contiguous. Only ``stop()`` ends it.
+error), or stalls past the read timeout (a frozen server: ``read_timeout_s``, or ``hls_read_timeout_s``
+for HLS, whose healthy reads block until the next segment appears), the source records a disconnect,
+reopens with exponential backoff and jitter until it succeeds, and records the Gap between the last
+frame before and the first frame after. ``pts`` and ``seq`` carry on across reconnects: strictly
+increasing and contiguous. Only ``stop()`` ends it.
 
 A reopened HLS playlist starts a few segments behind its end, so FFmpeg decodes again frames read before
 the disconnect. For HLS containers only, ``ReplayFilter`` compares each decoded frame's source timestamp
@@ -36,6 +49,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import av.error
 import numpy as np
@@ -66,27 +80,71 @@ _POLL_S = 0.1
 ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
 
+HLS_EXTENSIONS = (".m3u8", ".m3u")
+"""URL path endings (any case) read as HLS playlists by ``is_hls_url``."""
+
+TIMELINE_JUMP_S = 2.0
+"""A forward step in source time larger than this (seconds) between two decoded HLS frames starts a new
+timeline in ``StreamTimeSelector``."""
+
+
+def is_hls_url(url: str) -> bool:
+    """Whether ``url`` names an HLS playlist: its path (query and fragment ignored) ends in .m3u8 or .m3u,
+    in any case. Decides the read timeout before the container format is known (``live_input``)."""
+    return urlsplit(url).path.lower().endswith(HLS_EXTENSIONS)
+
 
 def live_input(url: str, config: LiveConfig) -> Source:
     """How a live URL is opened, by ``LiveSource`` and ``check_live`` alike: ``config.allowed_schemes``,
-    socket and read timeout ``read_timeout_s``, open timeout ``open_timeout_s``, short ``analyzeduration``
-    (and, from ``av_input.resolve``, TCP transport for RTSP). Raises ForbiddenUrl; opens nothing."""
+    open timeout ``open_timeout_s``, socket and read timeout ``read_timeout_s`` (``hls_read_timeout_s``
+    for an HLS playlist URL, see ``is_hls_url``: FFmpeg takes the read timeout at open, before the
+    format is known; the chosen one is ``Source.timeout_s``), short ``analyzeduration`` (and, from
+    ``av_input.resolve``, TCP transport for RTSP). Raises ForbiddenUrl; opens nothing."""
     source = resolve(
         url,
         allowed_schemes=config.allowed_schemes,
-        timeout_s=config.read_timeout_s,
+        timeout_s=config.hls_read_timeout_s if is_hls_url(url) else config.read_timeout_s,
         open_timeout_s=config.open_timeout_s,
     )
     return dataclasses.replace(source, options={**source.options, "analyzeduration": ANALYZE_DURATION_US})
 
 
 def replays_segments(container: InputContainer) -> bool:
-    """Whether a reopen of this container may decode again frames already read (HLS: see ReplayFilter)."""
+    """Whether this container is HLS: a reopen may decode again frames already read (see ReplayFilter),
+    frames come in bursts of a segment (sampled by stream time, see StreamTimeSelector) and a healthy
+    read waits up to about 1.5 segments (``hls_read_timeout_s``)."""
     return "hls" in container.format.name
+
+
+class StreamTimeSelector:
+    """Keeps about ``fps`` frames per second of *stream* time, from the frames' source timestamps.
+
+    ``FrameSelector`` on the seconds since the start of the current timeline: the first frame at or
+    after each target 0, 1/fps, 2/fps, ... is kept. A timeline starts at the first frame, and again at a
+    frame whose time is before the previous frame's (the producer restarted its clock, or ReplayFilter
+    started a new timeline) or more than ``jump_s`` after it (a reconnect that missed segments): that
+    frame is kept and the targets restart from it. A frame at the same time as the previous one is
+    dropped. Asked once per decoded frame, in decoding order, replays already removed.
+    """
+
+    def __init__(self, fps: float, jump_s: float = TIMELINE_JUMP_S) -> None:
+        self._fps, self._jump = fps, jump_s
+        self._select = FrameSelector(fps)
+        self._origin = 0.0
+        self._last: float | None = None
+
+    def __call__(self, t: float) -> bool:
+        """Return whether the frame at source time ``t`` (seconds) is kept."""
+        last, self._last = self._last, t
+        if last is None or t < last or t - last > self._jump:
+            self._origin, self._select = t, FrameSelector(self._fps)
+        return self._select(t - self._origin)
 
 
 class LiveSource:
     """Frames of a live URL, sampled at ``config.fps`` by a reader thread, with reconnects and gaps.
+
+    ``fps`` counts wall-clock seconds for RTSP and MJPEG, stream seconds for HLS (see the module doc).
 
     ``LiveSource(url, config)`` checks the URL now (ForbiddenUrl for a scheme outside
     ``config.allowed_schemes``, or file:, concat:, subfile:, data: ...) but opens nothing; ``start()`` (or
@@ -96,7 +154,8 @@ class LiveSource:
     says why).
 
     ``stop()`` returns once the reader has closed the container: at once while frames flow or between
-    retries, after at most ``read_timeout_s`` on a stalled read and ``open_timeout_s`` during an open.
+    retries, after at most the read timeout (``read_timeout_s``, or ``hls_read_timeout_s`` for an HLS
+    playlist URL) on a stalled read and ``open_timeout_s`` during an open.
     """
 
     def __init__(self, url: str, config: LiveConfig | None = None) -> None:
@@ -114,6 +173,8 @@ class LiveSource:
         self._thread: threading.Thread | None = None
         # Reader-thread state (no lock needed: only the reader touches it).
         self._select = FrameSelector(config.fps)
+        self._select_stream = StreamTimeSelector(config.fps)
+        self._last_pts = -1.0
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, config.jitter)
         self._last_thumb: np.ndarray | None = None
         self._replay = ReplayFilter(config.replay_window_s)
@@ -132,8 +193,8 @@ class LiveSource:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop the reader and wait for it to close the container; the state becomes "stopped" (final).
 
-        Waits at most ``timeout_s`` (default: open timeout + read timeout + 1 s), then logs a warning.
-        Frames still queued can be read; then ``frames()`` and ``aframes()`` end.
+        Waits at most ``timeout_s`` (default: open timeout + read timeout given to FFmpeg + 1 s), then
+        logs a warning. Frames still queued can be read; then ``frames()`` and ``aframes()`` end.
         """
         self._stop.set()
         thread = self._thread
@@ -141,7 +202,7 @@ class LiveSource:
             limit = (
                 timeout_s
                 if timeout_s is not None
-                else self.config.open_timeout_s + self.config.read_timeout_s + 1
+                else self.config.open_timeout_s + self._source.timeout_s + 1
             )
             thread.join(limit)
             if thread.is_alive():
@@ -225,7 +286,8 @@ class LiveSource:
         try:
             with open_video(self._source) as (container, stream):
                 try:
-                    reason = ENDED if self._decode(container, stream) else self._stalled()
+                    stalled_after = self._decode(container, stream)
+                    reason = ENDED if stalled_after is None else self._stalled(stalled_after)
                 except (av.error.FFmpegError, OSError) as exc:
                     reason = self._describe(exc)
                 if not self._stop.is_set():
@@ -236,39 +298,42 @@ class LiveSource:
         if not self._stop.is_set():
             self._on_disconnect(reason)
 
-    def _stalled(self) -> str:
-        return f"no frame from {self.shown} for {self.config.read_timeout_s:g} s (read timeout)"
+    def _stalled(self, limit_s: float) -> str:
+        return f"no frame from {self.shown} for {limit_s:g} s (read timeout)"
 
     def _describe(self, exc: Exception) -> str:
         """Why reading failed, in words safe to show (credentials redacted, no raw FFmpeg text)."""
         if isinstance(exc, SourceError):
             return redact(str(exc))
-        if isinstance(exc, av.error.ExitError):  # PyAV's read timeout: nothing arrived for read_timeout_s
-            return self._stalled()
+        if isinstance(exc, av.error.ExitError):  # PyAV's read timeout: nothing arrived for its timeout
+            return self._stalled(self._source.timeout_s)
         if isinstance(exc, av.error.FFmpegError):
             return redact(str(decode_error(exc, self._source)))
         assert isinstance(exc, OSError)
         return redact(f"{type(exc).__name__}: {exc.strerror or exc}")
 
-    def _decode(self, container: InputContainer, stream: VideoStream) -> bool:
-        """Decode until the stream ends or stop() is called (True), or until a read took
-        ``read_timeout_s`` (False: a stalled feed). A frozen RTSP server makes PyAV's timed-out read
-        return the partial packet it had, and raise ExitError only on the next read, one more timeout
-        later; that partial packet is recognised by its wait and not decoded.
+    def _decode(self, container: InputContainer, stream: VideoStream) -> float | None:
+        """Decode until the stream ends or stop() is called (None), or until a read took the read timeout
+        (that timeout in seconds: a stalled feed). The timeout is the one given to FFmpeg at open, or
+        ``hls_read_timeout_s`` once the container is known to be HLS (a healthy HLS read waits for the
+        next segment), whatever the URL. A frozen RTSP server makes PyAV's timed-out read return the
+        partial packet it had, and raise ExitError only on the next read, one more timeout later; that
+        partial packet is recognised by its wait and not decoded.
 
         Packets the decoder rejects are skipped; raises av.error.FFmpegError on a read error (ExitError:
         PyAV's read timeout) or on MAX_CONSECUTIVE_DECODE_ERRORS rejected packets in a row.
         """
         rgb, gray = VideoReformatter(), VideoReformatter()
-        dedupe = replays_segments(container)
+        hls = replays_segments(container)
+        limit_s = self.config.hls_read_timeout_s if hls else self._source.timeout_s
         in_a_row = 0
         last_read = time.monotonic()
         for packet in container.demux(stream):
             now = time.monotonic()
             if self._stop.is_set():
-                return True
-            if now - last_read >= self.config.read_timeout_s:
-                return False
+                return None
+            if now - last_read >= limit_s:
+                return limit_s
             last_read = now
             try:
                 decoded = packet.decode()
@@ -279,12 +344,13 @@ class LiveSource:
                 continue
             in_a_row = 0
             for vf in decoded:
-                self._on_frame(vf, rgb, gray, dedupe)
-        return True
+                self._on_frame(vf, rgb, gray, hls)
+        return None
 
-    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, gray: VideoReformatter, dedupe: bool) -> None:
-        """A decoded frame: mark the feed live (closing a gap); with ``dedupe``, drop it if it is a replay
-        (counted); then keep it if the sampler picks it."""
+    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, gray: VideoReformatter, hls: bool) -> None:
+        """A decoded frame: mark the feed live (closing a gap); for ``hls``, drop it if it is a replay
+        (counted) and sample it by its source time; otherwise by wall-clock time. Its ``pts`` is the
+        monotonic time now, nudged past the previous frame's if needed (strictly increasing)."""
         wall, t = time.time(), time.monotonic() - self._t0
         with self._lock:
             s = self._stats
@@ -305,10 +371,13 @@ class LiveSource:
             self._stats = dataclasses.replace(s, state="live", last_frame_wall=wall)
         self._backoff.reset()
         source_time = vf.time
-        if dedupe and source_time is not None and self._replay.is_replay(source_time):
-            self._count(frames_replayed=1)
-            return
-        if not self._select(t):
+        if hls and source_time is not None:
+            if self._replay.is_replay(source_time):
+                self._count(frames_replayed=1)
+                return
+            if not self._select_stream(source_time):
+                return
+        elif not self._select(t):
             return
         thumb = None
         if self.config.skip_similar is not None:
@@ -323,9 +392,10 @@ class LiveSource:
                 return
         with self._lock:
             seq = self._stats.frames_sampled
+        pts = max(t, self._last_pts + 1e-6)
         frame = Frame(
             seq=seq,
-            pts=t,
+            pts=pts,
             image=to_rgb(vf, rgb, self.config.size),
             keyframe=vf.key_frame,
             wall_time=wall,
@@ -337,6 +407,7 @@ class LiveSource:
             self._count(frames_dropped=1)
             return
         self._last_thumb = thumb
+        self._last_pts = pts
         self._count(frames_sampled=1)
 
     def _count(self, **increments: int) -> None:

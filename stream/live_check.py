@@ -29,7 +29,8 @@ def check_live(url: str, config: LiveConfig) -> VideoInfo:
 
     Returns the VideoInfo of its video stream: width and height of the decoded frame, codec, header
     frame rate (None if unknown), whether it has audio; ``duration_s`` is None (a live feed has none).
-    Takes at most about ``open_timeout_s + read_timeout_s``.
+    Takes at most about ``open_timeout_s`` plus the read timeout: ``read_timeout_s``, or
+    ``hls_read_timeout_s`` for an HLS playlist URL (path ending in .m3u8 or .m3u, as LiveSource decides).
 
     Raises ForbiddenUrl before FFmpeg is called (a scheme outside ``config.allowed_schemes``, or
     file:, concat:, subfile:, data: ...); UnreachableSource (connection refused, unknown host, HTTP or
@@ -37,7 +38,7 @@ def check_live(url: str, config: LiveConfig) -> VideoInfo:
     CorruptVideo (packets came but none decoded).
     """
     source = live_input(url, config)
-    limit_s = config.open_timeout_s + config.read_timeout_s
+    limit_s = config.open_timeout_s + source.timeout_s
     deadline = time.monotonic() + limit_s
     with open_video(source) as (container, stream):
         frame = _first_frame(container, stream, source, deadline, limit_s)
@@ -74,7 +75,7 @@ def _first_frame(
                 break
         else:
             why = f"{source.shown} ended before giving a frame"
-    except av.error.ExitError:  # PyAV's read timeout: nothing arrived for read_timeout_s
+    except av.error.ExitError:  # PyAV's read timeout: nothing arrived for source.timeout_s
         pass
     except av.error.FFmpegError as exc:
         raise decode_error(exc, source) from None

@@ -22,9 +22,17 @@ stopped: ``stop()`` was called (final)."""
 class LiveConfig:
     """How a live source is read. Times in seconds.
 
-    fps:               frames kept per second of wall-clock time (> 0).
+    fps:               frames kept per second (> 0): of wall-clock time for RTSP and MJPEG, of stream time
+                       (the frames' source timestamps) for HLS, whose frames arrive in bursts of a segment.
     open_timeout_s:    limit for opening the stream (connect, handshake, probe) (> 0).
-    read_timeout_s:    limit for one read; a frozen source is detected within it (> 0).
+    read_timeout_s:    limit for one read; a frozen source is detected within it (> 0). Not for HLS URLs.
+    hls_read_timeout_s: the same for HLS (> 0). A healthy HLS read blocks until the next segment appears
+                       and FFmpeg has reloaded the playlist (every target duration, then every half of
+                       it): up to about 1.5 segment lengths, so this must exceed that. Chosen by URL (a
+                       path ending in .m3u8 or .m3u, see ``stream.live.is_hls_url``) for the read timeout
+                       given to FFmpeg at open, and by container format for LiveSource's own stall check.
+                       An HLS feed at another URL still gets ``read_timeout_s`` from FFmpeg: give such a
+                       feed a ``read_timeout_s`` above 1.5 segment lengths.
     backoff_initial_s: wait before the first reopen after a failure (> 0); doubles per failed attempt.
     backoff_max_s:     cap on that wait (>= backoff_initial_s).
     jitter:            each wait is scaled by a random factor in [1 - jitter, 1 + jitter] (0 <= jitter < 1).
@@ -41,6 +49,7 @@ class LiveConfig:
     fps: float = 1.0
     open_timeout_s: float = 5.0
     read_timeout_s: float = 5.0
+    hls_read_timeout_s: float = 15.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     jitter: float = 0.2
@@ -51,7 +60,14 @@ class LiveConfig:
     replay_window_s: float = 120.0
 
     def __post_init__(self) -> None:
-        for name in ("fps", "open_timeout_s", "read_timeout_s", "backoff_initial_s", "replay_window_s"):
+        for name in (
+            "fps",
+            "open_timeout_s",
+            "read_timeout_s",
+            "hls_read_timeout_s",
+            "backoff_initial_s",
+            "replay_window_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive number, got {value}")

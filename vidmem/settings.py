@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     live_read_timeout_s: float = Field(
         5.0, gt=0, le=120, description="A live source with no frame for this long is reopened (frozen feed)."
     )
+    live_hls_read_timeout_s: float = Field(
+        15.0, gt=0, le=300, description="The read timeout of HLS sources (must exceed a segment's length)."
+    )
     live_backoff_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reopens.")
     live_queue: int = Field(
         16, ge=1, le=10_000, description="Frames buffered between a live reader and the encoders."

@@ -49,6 +49,7 @@ def live_config(rt: Runtime, fps: float) -> LiveConfig:
         fps=fps,
         open_timeout_s=s.live_open_timeout_s,
         read_timeout_s=s.live_read_timeout_s,
+        hls_read_timeout_s=s.live_hls_read_timeout_s,
         backoff_max_s=max(s.live_backoff_max_s, BACKOFF_INITIAL_S),
         backoff_initial_s=BACKOFF_INITIAL_S,
         allowed_schemes=s.live_schemes,

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import BUDGET, assert_error, make_settings, running_client
 from tests.stream.live_helpers import wait_until
-from tests.stream.live_peers import MjpegServer, RtspServer
+from tests.stream.live_peers import MjpegServer, RtspServer, StaticHttpServer
 from tests.stream.servers import HttpServer
 
 pytestmark = pytest.mark.integration
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.integration
 LIVE = {
     "live_open_timeout_s": 3.0,
     "live_read_timeout_s": 2.0,
+    "live_hls_read_timeout_s": 5.0,
     "live_backoff_max_s": 1.0,
     "live_lease_s": 3.0,
     "live_heartbeat_s": 0.3,
@@ -107,6 +108,19 @@ def test_mjpeg_camera(live_client: TestClient, mjpeg_server: MjpegServer) -> Non
     sid = r.json()["stream_id"]
     s = wait_until(lambda: (v := view(c, sid))["frames_encoded"] >= 4 and v, 30, "MJPEG frames in memory")
     assert s["state"] == "live"
+    assert c.delete(f"/v1/streams/{sid}?purge=true").status_code == 200
+
+
+def test_hls_camera(live_client: TestClient, hls_server: StaticHttpServer) -> None:
+    """A live HLS playlist (ffmpeg's HLS muxer behind a static HTTP server)."""
+    c = live_client
+    r = c.post("/v1/streams", json={"url": hls_server.url("live.m3u8"), "fps": 1})
+    assert r.status_code == 201, r.text
+    sid = r.json()["stream_id"]
+    s = wait_until(lambda: (v := view(c, sid))["frames_encoded"] >= 4 and v, 40, "HLS frames in memory")
+    assert s["state"] == "live" and s["gaps"] == []
+    mem = c.get(f"/v1/streams/{sid}/memory").json()
+    assert all(b["t0"] > a["t1"] for a, b in itertools.pairwise(mem["slots"]))
     assert c.delete(f"/v1/streams/{sid}?purge=true").status_code == 200
 
 

@@ -1,4 +1,5 @@
-"""LiveConfig validation, the reconnect backoff and the HLS replay filter (no peers, milliseconds)."""
+"""LiveConfig validation, the reconnect backoff, the HLS replay filter and stream-time sampler, and the
+read timeout a live URL is opened with (no peers, milliseconds)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 
 import pytest
 
+from stream.live import StreamTimeSelector, is_hls_url, live_input
 from stream.live_types import Backoff, LiveConfig, ReplayFilter
 
 
@@ -14,6 +16,8 @@ from stream.live_types import Backoff, LiveConfig, ReplayFilter
     [
         {"fps": 0},
         {"read_timeout_s": -1},
+        {"hls_read_timeout_s": 0},
+        {"hls_read_timeout_s": float("inf")},
         {"backoff_initial_s": 2, "backoff_max_s": 1},
         {"jitter": 1.0},
         {"allowed_schemes": ("file",)},
@@ -67,3 +71,55 @@ def test_replay_filter_producer_restart_far_behind_the_latest_time() -> None:
     assert kept(f, [180.0]) == []  # 120 s behind the latest: still a replay
     assert kept(f, [179.9, 180.0]) == [179.9, 180.0]  # more than 120 s behind: a new timeline
     assert kept(f, [180.0, 180.1]) == [180.1]
+
+
+def ticks(start: float, count: int) -> list[float]:
+    """Source times of ``count`` frames of a 10 fps stream from ``start`` (seconds)."""
+    return [round(start + i / 10, 6) for i in range(count)]
+
+
+def kept_by(select: StreamTimeSelector, times: list[float]) -> list[float]:
+    return [t for t in times if select(t)]
+
+
+def test_stream_time_selector_keeps_fps_per_stream_second() -> None:
+    select = StreamTimeSelector(fps=2)
+    # 3 s of stream from an MPEG-TS clock starting at 1.4 (however fast the frames were decoded).
+    assert kept_by(select, ticks(1.4, 30)) == [1.4, 1.9, 2.4, 2.9, 3.4, 3.9]
+    assert kept_by(select, [4.3]) == []  # the same time again: dropped
+    # A gap within the timeline (1.6 s, e.g. missed frames): the next target is kept, none repeated.
+    assert kept_by(select, ticks(5.9, 11)) == [5.9, 6.4, 6.9]
+
+
+def test_stream_time_selector_restarts_on_a_new_timeline() -> None:
+    select = StreamTimeSelector(fps=2)
+    assert kept_by(select, ticks(50.0, 10)) == [50.0, 50.5]
+    # The producer restarted its clock: kept from its first frame, targets from there.
+    assert kept_by(select, ticks(1.4, 11)) == [1.4, 1.9, 2.4]
+    # A forward jump over TIMELINE_JUMP_S (a reconnect that missed segments): restarts at that frame,
+    # one frame per target after it, not a burst.
+    assert kept_by(select, ticks(9.05, 11)) == [9.05, 9.55, 10.05]
+
+
+@pytest.mark.parametrize(
+    ("url", "hls"),
+    [
+        ("http://cdn.example/live/index.m3u8", True),
+        ("https://user:secret@cdn.example/LIVE.M3U8?token=secret#t=5", True),
+        ("http://cdn.example/radio.m3u", True),
+        ("http://cdn.example/watch?list=live.m3u8", False),  # only the path counts
+        ("http://cam.example/video.mjpg", False),
+        ("rtsp://user:secret@cam.example/stream", False),
+    ],
+)
+def test_live_input_read_timeout_by_url(url: str, hls: bool) -> None:
+    """An HLS playlist URL is opened with hls_read_timeout_s (a healthy read waits for the next
+    segment); anything else with read_timeout_s. The open timeout is the same for both."""
+    cfg = LiveConfig(open_timeout_s=4, read_timeout_s=1.5, hls_read_timeout_s=12)
+    assert is_hls_url(url) is hls
+    source = live_input(url, cfg)
+    expected = 12 if hls else 1.5
+    assert (source.open_timeout_s, source.timeout_s) == (4, expected)
+    assert source.options["timeout"] == source.options["rw_timeout"] == str(round(expected * 1_000_000))
+    assert ("rtsp_transport" in source.options) is url.startswith("rtsp:")
+    assert "secret" not in source.shown
