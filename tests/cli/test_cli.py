@@ -50,3 +50,10 @@ def test_ask_refuses_a_non_video_with_a_clear_message(tmp_path: Path) -> None:
     assert "not_a_video" in out.stderr and "Traceback" not in out.stderr
     out = vidmem(["ask", "file:///etc/passwd", "?", "--model", "tiny"], tmp_path)
     assert out.returncode == 2 and "forbidden_url" in out.stderr
+
+
+def test_ingest_and_worker_need_a_redis_url(tmp_path: Path) -> None:
+    """The distributed-mode processes refuse to start without Redis, saying what is missing."""
+    for cmd in (["ingest"], ["worker", "--queues", "encode"]):
+        out = vidmem(cmd, tmp_path)
+        assert out.returncode == 2 and "--redis-url" in out.stderr and "Traceback" not in out.stderr
