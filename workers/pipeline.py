@@ -269,7 +269,7 @@ def answer_question(
         slots = [s for s in slots if s.t1 >= lo and s.t0 <= hi]
         if not slots:
             raise EmptyMemory(f"stream {stream_id} has no frames in the window asked about")
-        gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), min(hi, time.time()))
+        gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), hi)
         answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
         with answerer.stream(slots, question, state.config.budget, gaps) as pieces:
             for piece in pieces:
@@ -298,18 +298,18 @@ def _bounds(window: list[float | None] | None) -> tuple[float, float]:
     return (-math.inf if lo is None else lo), (math.inf if hi is None else hi)
 
 
-def prompt_gaps(rt: Runtime, stream_id: str, lo: float, hi_wall: float) -> list[tuple[float, float]]:
-    """A live stream's gaps from stream time ``lo`` on, in stream time: the ``prompt_max_gaps`` longest,
-    plus the outage going on now (if the source is disconnected), which ends at ``hi_wall`` (Unix time)."""
+def prompt_gaps(rt: Runtime, stream_id: str, lo: float, hi: float) -> list[tuple[float, float]]:
+    """A live stream's gaps overlapping [lo, hi] (stream time), in stream time: the ``prompt_max_gaps``
+    longest, counting the outage going on now (if the source is disconnected), which ends now."""
     rec = rt.records.stream(stream_id)
     if rec.kind != "live":
         return []
     c = rec.created_at
     spans = [(g.start_wall - c, g.end_wall - c) for g in rt.live.gaps(stream_id)]
     since = rt.live.status(stream_id).disconnected_since
-    if since is not None and hi_wall > since:
-        spans.append((since - c, hi_wall - c))
-    spans = [(a, b) for a, b in spans if b >= lo and a <= hi_wall - c]
+    if since is not None:
+        spans.append((since - c, max(since, time.time()) - c))
+    spans = [(a, b) for a, b in spans if b >= lo and a <= hi]
     spans.sort(key=lambda g: g[1] - g[0], reverse=True)
     return sorted(spans[: rt.settings.prompt_max_gaps])
 
