@@ -91,7 +91,11 @@ timeline in ``StreamTimeSelector``."""
 def is_hls_url(url: str) -> bool:
     """Whether ``url`` names an HLS playlist: its path (query and fragment ignored) ends in .m3u8 or .m3u,
     in any case. Decides the read timeout before the container format is known (``live_input``)."""
-    return urlsplit(url).path.lower().endswith(HLS_EXTENSIONS)
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # malformed: not HLS (and refused by the URL check anyway)
+        return False
+    return path.lower().endswith(HLS_EXTENSIONS)
 
 
 def live_input(url: str, config: LiveConfig) -> Source:

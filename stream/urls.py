@@ -107,7 +107,10 @@ def _check_url(src: str, allowed_schemes: Collection[str]) -> str:
         raise ForbiddenUrl(f"scheme {scheme!r} is not allowed{hint}; allowed schemes: {allowed}")
     if not src.startswith(scheme + "://"):
         raise ForbiddenUrl(f"URL {shown!r} must have the form {scheme}://host/...")
-    parts = urlsplit(src)
+    try:
+        parts = urlsplit(src)  # raises ValueError for a malformed host ("http://[zz]/x")
+    except ValueError:
+        raise ForbiddenUrl(f"URL {shown!r} is malformed") from None
     try:
         parts.port  # noqa: B018 -- raises ValueError for a bad port
     except ValueError:

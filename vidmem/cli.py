@@ -140,7 +140,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
           file=sys.stderr)  # fmt: skip
     sup.start()
     while not stop.wait(0.5):
-        pass
+        if not sup.alive:
+            print("vidmem: the live supervisor died; exiting", file=sys.stderr)
+            return 1
     sup.stop()  # gives every lease back, so another ingest process takes the streams over at once
     return 0
 

@@ -26,7 +26,7 @@ import uuid
 
 from stream.errors import SourceError
 from stream.frames import Frame
-from stream.live import LiveSource
+from stream.live import LiveSource, is_hls_url
 from stream.live_types import Gap, LiveConfig, LiveStats
 from workers.lease import Lease, LeaseLost
 from workers.live_records import NotOwner
@@ -59,6 +59,31 @@ def live_config(rt: Runtime, fps: float) -> LiveConfig:
     )
 
 
+class SourceClock:
+    """Wall-clock times of HLS frames from their own timestamps.
+
+    FFmpeg delivers a whole HLS segment (on opening, about three) in one burst, so the time a frame was
+    decoded says little about when it was shown. The first frame of a timeline anchors the decoder's
+    clock to the wall clock; later frames are ``anchor_wall + (source_time - anchor_source)``. A
+    timeline starts again when the timestamps go back or jump more than ``JUMP_S`` ahead.
+    """
+
+    JUMP_S = 10.0
+
+    def __init__(self) -> None:
+        self._anchor: tuple[float, float] | None = None  # (wall, source time)
+        self._last = 0.0
+
+    def wall(self, f: Frame) -> float | None:
+        if f.source_time is None or f.wall_time is None:
+            return f.wall_time
+        t = f.source_time
+        if self._anchor is None or t < self._last or t - self._last > self.JUMP_S:
+            self._anchor = (f.wall_time, t)
+        self._last = t
+        return self._anchor[0] + (t - self._anchor[1])
+
+
 class StreamReader:
     """Reads one live stream for as long as this process holds its lease."""
 
@@ -72,13 +97,13 @@ class StreamReader:
         self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
         self._had_frames = status.frames_sampled > 0
         self._reported = LiveStats()
+        self._clock = SourceClock() if is_hls_url(self.source.shown) else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
 
     # ---- life cycle (supervisor thread) ----
 
     def start(self) -> StreamReader:
-        self._resend_inflight()
         self.source.start()
         self._thread.start()
         log.info("stream %s: reading %s", self.sid, self.source.shown)
@@ -88,6 +113,10 @@ class StreamReader:
         """Renew the lease and report; False when this reader is finished (it then closes itself)."""
         if self._stop.is_set():  # the hand-over thread ended: lost the lease, or failed
             self._close_later(release=False)
+            return False
+        if self.source.state == "stopped":  # the source's reader thread died (a bug): let it be restarted
+            log.error("stream %s: the live source stopped by itself; releasing the stream", self.sid)
+            self._close_later(release=True)
             return False
         try:
             state = self.rt.records.stream(self.sid).state
@@ -154,6 +183,7 @@ class StreamReader:
 
     def _run(self) -> None:
         try:
+            self._resend_inflight()
             self._loop()
         except NotOwner as e:
             log.warning("%s", e)
@@ -180,15 +210,17 @@ class StreamReader:
         created = self.rec.created_at
         frames = []
         for i, f in enumerate(batch):
-            wall = f.wall_time if f.wall_time is not None else created + f.pts
+            wall = self._clock.wall(f) if self._clock is not None else f.wall_time
+            if wall is None:
+                wall = created + f.pts
             pts = max(wall - created, self.last_pts + 1e-3)  # strictly increasing across readers
             frames.append(dataclasses.replace(f, seq=self.next_seq + i, pts=pts, wall_time=wall))
             self.last_pts = pts
-        if self._resume_wall is not None:
-            self._takeover_gap(frames[0])
         key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
         self.next_seq += len(frames)
         self.rt.submit("encode", "", self.sid, key)
+        if self._resume_wall is not None:
+            self._takeover_gap(frames[0])
 
     def _takeover_gap(self, first: Frame) -> None:
         """Record the span between the previous reader's last frame and ours, when frames were missed."""
@@ -220,16 +252,33 @@ class LiveSupervisor:
         self._thread: threading.Thread | None = None
 
     def run(self) -> None:
-        """Beat until ``stop()``; then close every reader and give its lease back."""
+        """Beat until ``stop()``; then close every reader (in parallel) and give its lease back.
+
+        A failed beat (Redis or the broker unreachable for a moment) is logged and the next one tries
+        again: leases outlive a few missed beats, and streams whose leases expired meanwhile are
+        re-claimed by whichever process beats first.
+        """
         try:
             while True:
-                self.tick()
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("live supervisor: heartbeat failed; retrying")
                 if self._stop.wait(self.rt.settings.live_heartbeat_s):
                     break
         finally:
-            for reader in self.readers.values():
-                reader.close(release=True)
+            closing = [
+                threading.Thread(target=_close_quietly, args=(r,), daemon=True) for r in self.readers.values()
+            ]
+            for t in closing:
+                t.start()
+            for t in closing:
+                t.join(30)
             self.readers.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> LiveSupervisor:
         """Run in a background thread (the embedded server)."""
@@ -255,13 +304,20 @@ class LiveSupervisor:
             if len(self.readers) >= self.rt.settings.live_max_streams:
                 break
             if sid not in self.readers:
-                self._claim(sid)
+                try:
+                    self._claim(sid)
+                except Exception:
+                    log.exception("stream %s: could not start reading it", sid)
 
     def _claim(self, sid: str) -> None:
         lease = Lease(self.rt.redis, self.rt.live.lease_key(sid), ttl_s=self.rt.settings.live_lease_s)
         if not lease.try_acquire():
             return
         try:
+            if self.rt.records.stream(sid).state == "stopped":  # stopped since we listed it
+                self.rt.live.retire(sid)
+                lease.release()
+                return
             self.readers[sid] = StreamReader(self.rt, sid, lease, self.owner).start()
         except (UnknownStreamRecord, KeyError):  # deleted meanwhile
             self.rt.live.retire(sid)
@@ -270,3 +326,10 @@ class LiveSupervisor:
             self.rt.records.set_stream_state(sid, "stopped", error=f"{e.code}: {e}")
             self.rt.live.retire(sid)
             lease.release()
+
+
+def _close_quietly(reader: StreamReader) -> None:
+    try:
+        reader.close(release=True)
+    except Exception:
+        log.exception("stream %s: closing its reader failed", reader.sid)

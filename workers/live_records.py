@@ -33,6 +33,7 @@ from workers.records import Records, StreamRecord
 _DISPATCH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if redis.call('HEXISTS', KEYS[4], 'stream_id') == 0 then return 0 end
+if redis.call('HGET', KEYS[4], 'state') == 'stopped' then return 0 end
 if tonumber(redis.call('HGET', KEYS[4], 'frames_sampled') or '0') ~= tonumber(ARGV[4]) then return -1 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], KEYS[2])
@@ -127,7 +128,7 @@ class LiveRecords:
     def dispatch(self, sid: str, token: str, frames: Sequence[Frame]) -> str:
         """Hand a chunk (seq contiguous, starting at ``frames_sampled``) to the encoders; returns its key.
 
-        Raises NotOwner if the lease is not ``token``'s any more, or the stream was deleted.
+        Raises NotOwner if the lease is not ``token``'s any more, or the stream was stopped or deleted.
         """
         lo, hi = frames[0].seq, frames[-1].seq
         key = self.frames.key(sid, lo, hi)
@@ -140,7 +141,7 @@ class LiveRecords:
         if ok == -1:
             raise NotOwner(f"stream {sid}: chunk {lo}-{hi} does not continue the stream's sequence")
         if not ok:
-            raise NotOwner(f"stream {sid}: the lease is held by another reader, or the stream is gone")
+            raise NotOwner(f"stream {sid}: the lease is held by another reader, or the stream stopped")
         return key
 
     def report(

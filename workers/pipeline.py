@@ -278,6 +278,9 @@ def answer_question(
     except EmptyMemory as e:
         channel.error("empty_memory", str(e))
         return
+    except UnknownStreamRecord as e:  # purged while the question waited
+        channel.error(e.code, str(e))
+        return
     except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
         channel.error("answer_failed", f"{type(e).__name__}: {e}")
         raise

@@ -17,7 +17,7 @@ from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
-from workers.records import StreamRecord, new_id
+from workers.records import StreamRecord, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
 
 LIVE_STATES = ("connecting", "live", "reconnecting")
@@ -102,7 +102,6 @@ def create_live_stream(
     address is refused now (SourceError) rather than retried forever.
     """
     from stream.live_check import check_live
-
     from workers.live import live_config
 
     fps = fps or rt.settings.fps
@@ -205,7 +204,13 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
 
 
 def list_streams(rt: Runtime) -> list[dict[str, Any]]:
-    return [stream_view(rt, sid) for sid in rt.records.stream_ids()]
+    out = []
+    for sid in rt.records.stream_ids():
+        try:
+            out.append(stream_view(rt, sid))
+        except UnknownStreamRecord:  # purged while we listed
+            continue
+    return out
 
 
 def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:

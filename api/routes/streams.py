@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from api.deps import RuntimeDep
-from api.errors import ApiError
+from api.errors import STATUS, ApiError
 from api.schemas import AnswerPublic, AskRequest, LiveStreamCreate
 from workers import service
 from workers.answers import AnswerEvent
@@ -78,9 +78,7 @@ def _collect(events: Iterator[AnswerEvent]) -> dict[str, Any]:
         if ev.kind == "done":
             return ev.data
         if ev.kind == "error":
-            raise ApiError(
-                ev.data["code"], ev.data["message"], 409 if ev.data["code"] == "empty_memory" else 500
-            )
+            raise ApiError(ev.data["code"], ev.data["message"], STATUS.get(ev.data["code"], 500))
     raise ApiError("answer_failed", "the answer ended without a result", 500)
 
 

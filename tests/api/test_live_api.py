@@ -150,6 +150,8 @@ def test_time_windows(live_client: TestClient, rtsp_server: RtspServer) -> None:
         "gopher://127.0.0.1/x",
         "udp://127.0.0.1:1234",
         "rtmp://127.0.0.1/live",  # a scheme FFmpeg reads, but not allowed for live streams by default
+        "rtsp://[::1/x",  # malformed hosts
+        "http://[zz]/x",
     ],
 )
 def test_forbidden_urls(live_client: TestClient, url: str) -> None:

@@ -54,6 +54,15 @@ def test_only_the_lease_holder_hands_frames_over(live: LiveRecords, fake_redis: 
     assert [live.frames.seqs(k) for k in live.frames.inflight("s1")] == [range(0, 3), range(3, 5)]
 
 
+def test_a_stopped_stream_takes_no_frames(live: LiveRecords, fake_redis: redis.Redis) -> None:
+    a = Lease(fake_redis, live.lease_key("s1"), ttl_s=5)
+    assert a.try_acquire()
+    live.records.set_stream_state("s1", "stopped")
+    with pytest.raises(NotOwner, match="stopped"):
+        live.dispatch("s1", a.token, _frames(0, 1))
+    assert live.status("s1").frames_sampled == 0
+
+
 def test_a_deleted_stream_takes_no_frames(live: LiveRecords, fake_redis: redis.Redis) -> None:
     a = Lease(fake_redis, live.lease_key("s1"), ttl_s=5)
     assert a.try_acquire()
