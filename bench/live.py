@@ -87,6 +87,9 @@ def _step(rt: Runtime, lat: _Latencies, url: str, n: int, args: argparse.Namespa
     time.sleep(args.seconds)
     values = np.array(lat.take())
     dropped = _dropped(rt, sids) - dropped0
+    views = [service.stream_view(rt, s) for s in sids]
+    states = {st: sum(v["state"] == st for v in views) for st in {v["state"] for v in views}}
+    errors = sorted({v["last_error"] for v in views if v["last_error"]})[:3]
     for s in sids:
         service.delete_stream(rt, s, purge=True)
     time.sleep(2 * rt.settings.live_heartbeat_s + 1)  # readers let go of purged streams
@@ -95,7 +98,8 @@ def _step(rt: Runtime, lat: _Latencies, url: str, n: int, args: argparse.Namespa
     p95 = float(np.percentile(values, 95)) if values.size else None
     ok = bool(values.size >= 0.8 * expected and dropped == 0 and p95 is not None and p95 < LAG_LIMIT_S)
     return {"streams": n, "frames": int(values.size), "expected_frames": int(expected), "dropped": dropped,
-            "latency_p50_s": p50, "latency_p95_s": p95, "sustained": ok}  # fmt: skip
+            "latency_p50_s": p50, "latency_p95_s": p95, "sustained": ok, "states": states,
+            "errors": errors}  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
