@@ -90,14 +90,14 @@ class StreamReader:
     def __init__(self, rt: Runtime, sid: str, lease: Lease, owner: str) -> None:
         self.rt, self.sid, self.lease, self.owner = rt, sid, lease, owner
         self.rec = rt.records.stream(sid)
-        self.source = LiveSource(rt.live.url(sid), live_config(rt, self.rec.fps))
+        url = rt.live.url(sid)
+        self.source = LiveSource(url, live_config(rt, self.rec.fps))
         status = rt.live.status(sid)
         self.next_seq = status.frames_sampled
         self.last_pts = status.last_pts if status.last_pts is not None else -math.inf
         self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
-        self._had_frames = status.frames_sampled > 0
         self._reported = LiveStats()
-        self._clock = SourceClock() if is_hls_url(self.source.shown) else None
+        self._clock = SourceClock() if is_hls_url(url) else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
 
@@ -173,7 +173,7 @@ class StreamReader:
             last_error=st.last_error,
         )
         state = st.state
-        if state == "connecting" and (self._had_frames or st.frames_sampled):
+        if state == "connecting" and (self.next_seq or st.frames_sampled):
             state = "reconnecting"  # a reader that took over is reconnecting the stream, not connecting it
         if state != "stopped":
             self.rt.records.set_stream_state(self.sid, state)

@@ -87,7 +87,7 @@ def test_ingest_failover_reads_each_frame_once(
         killed_at = time.monotonic()
         other = next(n for n in ingests if n != owner)
         before = view()["frames_sampled"]
-        s = wait_until(lambda: (v := view())["reader"] == other and v["frames_sampled"] > before and v,
+        wait_until(lambda: (v := view())["reader"] == other and v["frames_sampled"] > before,
                      LEASE_S + 15, "the other ingest process to take over")  # fmt: skip
         took_over_s = time.monotonic() - killed_at
         wait_until(lambda: view()["frames_encoded"] >= before + 6, 30, "frames after the takeover")
