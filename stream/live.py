@@ -45,14 +45,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
 import av.error
-import numpy as np
 from av.container import InputContainer
 from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
@@ -60,9 +58,10 @@ from av.video.stream import VideoStream
 
 from stream.av_input import Source, decode_error, open_video, resolve
 from stream.errors import SourceError
+from stream.feed import QueuedFeed
 from stream.frames import Frame
-from stream.live_types import Backoff, Gap, LiveConfig, LiveState, LiveStats, ReplayFilter
-from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, to_rgb
+from stream.live_types import Backoff, Gap, LiveConfig, ReplayFilter
+from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, SimilarFrames, to_rgb
 from stream.urls import redact
 
 logger = logging.getLogger(__name__)
@@ -70,12 +69,6 @@ logger = logging.getLogger(__name__)
 ANALYZE_DURATION_US = "500000"
 """FFmpeg's ``analyzeduration`` for live opens (microseconds): probing stops after 0.5 s of stream.
 The default (5 s) made an RTSP open take 2-3 s on loopback; this one takes about 0.6 s."""
-
-_THUMB = 32
-"""Side of the grayscale thumbnail compared by ``skip_similar``."""
-
-_POLL_S = 0.1
-"""How often (seconds) a waiting consumer checks whether the source has stopped."""
 
 ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
@@ -145,7 +138,7 @@ class StreamTimeSelector:
         return self._select(t - self._origin)
 
 
-class LiveSource:
+class LiveSource(QueuedFeed):
     """Frames of a live URL, sampled at ``config.fps`` by a reader thread, with reconnects and gaps.
 
     ``fps`` counts wall-clock seconds for RTSP and MJPEG, stream seconds for HLS (see the module doc).
@@ -164,23 +157,20 @@ class LiveSource:
 
     def __init__(self, url: str, config: LiveConfig | None = None) -> None:
         self.config = config = config or LiveConfig()
+        super().__init__(config.queue_size)
         self._source = live_input(url, config)
         self.shown = self._source.shown
         """The URL with credentials redacted: the only form to print."""
         self._t0 = time.monotonic()
-        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=config.queue_size)
-        self._lock = threading.Lock()
-        self._stats = LiveStats()
         self._gap_reason = ""
         self._stop = threading.Event()
-        self._done = threading.Event()
         self._thread: threading.Thread | None = None
         # Reader-thread state (no lock needed: only the reader touches it).
         self._select = FrameSelector(config.fps)
         self._select_stream = StreamTimeSelector(config.fps)
         self._last_pts = -1.0
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, config.jitter)
-        self._last_thumb: np.ndarray | None = None
+        self._similar = SimilarFrames(config.skip_similar)
         self._replay = ReplayFilter(config.replay_window_s)
 
     # ---- consumer side -------------------------------------------------------------------------------
@@ -211,7 +201,7 @@ class LiveSource:
             thread.join(limit)
             if thread.is_alive():
                 logger.warning("live reader of %s did not stop within %.1f s", self.shown, limit)
-        self._done.set()
+        self._finish()
         self._update(state="stopped")
 
     def __enter__(self) -> LiveSource:
@@ -220,33 +210,12 @@ class LiveSource:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    @property
-    def stats(self) -> LiveStats:
-        """A consistent snapshot of the counters, gaps and state."""
-        with self._lock:
-            return self._stats
-
-    @property
-    def state(self) -> LiveState:
-        return self.stats.state
-
-    def qsize(self) -> int:
-        """Frames waiting for the consumer (at most ``config.queue_size``)."""
-        return self._queue.qsize()
-
     def get(self, timeout_s: float | None = None) -> Frame | None:
         """The next frame, waiting at most ``timeout_s`` (None: until one comes or the source stops);
         None on timeout or once the source has stopped and the queue is empty."""
         if self._thread is None:
             raise RuntimeError("LiveSource.start() was not called")
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            wait = _POLL_S if deadline is None else min(_POLL_S, max(0.0, deadline - time.monotonic()))
-            try:
-                return self._queue.get(timeout=wait)
-            except queue.Empty:
-                if self._done.is_set() or (deadline is not None and time.monotonic() >= deadline):
-                    return None
+        return super().get(timeout_s)
 
     def frames(self) -> Iterator[Frame]:
         """Yield frames as they come, until the source is stopped (then the queued ones, then end)."""
@@ -264,10 +233,6 @@ class LiveSource:
 
     # ---- reader thread -------------------------------------------------------------------------------
 
-    def _update(self, **changes: object) -> None:
-        with self._lock:
-            self._stats = dataclasses.replace(self._stats, **changes)  # type: ignore[arg-type]
-
     def _run(self) -> None:
         """Reader-thread body: read, and on each failure record it, wait (backoff) and reopen."""
         try:
@@ -278,7 +243,7 @@ class LiveSource:
             logger.exception("live reader of %s failed", self.shown)
             raise
         finally:
-            self._done.set()
+            self._finish()
             self._update(state="stopped")
 
     def _read_once(self) -> None:
@@ -327,7 +292,7 @@ class LiveSource:
         Packets the decoder rejects are skipped; raises av.error.FFmpegError on a read error (ExitError:
         PyAV's read timeout) or on MAX_CONSECUTIVE_DECODE_ERRORS rejected packets in a row.
         """
-        rgb, gray = VideoReformatter(), VideoReformatter()
+        rgb = VideoReformatter()
         hls = replays_segments(container)
         limit_s = self.config.hls_read_timeout_s if hls else self._source.timeout_s
         in_a_row = 0
@@ -348,10 +313,10 @@ class LiveSource:
                 continue
             in_a_row = 0
             for vf in decoded:
-                self._on_frame(vf, rgb, gray, hls)
+                self._on_frame(vf, rgb, hls)
         return None
 
-    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, gray: VideoReformatter, hls: bool) -> None:
+    def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, hls: bool) -> None:
         """A decoded frame: mark the feed live (closing a gap); for ``hls``, drop it if it is a replay
         (counted) and sample it by its source time; otherwise by wall-clock time. Its ``pts`` is the
         monotonic time now, nudged past the previous frame's if needed (strictly increasing)."""
@@ -372,7 +337,9 @@ class LiveSource:
                 s = dataclasses.replace(
                     s, gaps=(*s.gaps, gap), reconnects=s.reconnects + 1, disconnected_since=None
                 )
-            self._stats = dataclasses.replace(s, state="live", last_frame_wall=wall)
+            self._stats = dataclasses.replace(
+                s, state="live", last_frame_wall=wall, resolution=(vf.width, vf.height)
+            )
         self._backoff.reset()
         source_time = vf.time
         if hls and source_time is not None:
@@ -383,17 +350,9 @@ class LiveSource:
                 return
         elif not self._select(t):
             return
-        thumb = None
-        if self.config.skip_similar is not None:
-            thumb = (
-                gray.reformat(vf, width=_THUMB, height=_THUMB, format="gray").to_ndarray().astype(np.int16)
-            )
-            if (
-                self._last_thumb is not None
-                and float(np.abs(thumb - self._last_thumb).mean()) < self.config.skip_similar
-            ):
-                self._count(frames_skipped_similar=1)
-                return
+        if self._similar.similar(vf):
+            self._count(frames_skipped_similar=1)
+            return
         with self._lock:
             seq = self._stats.frames_sampled
         pts = max(t, self._last_pts + 1e-6)
@@ -405,19 +364,9 @@ class LiveSource:
             wall_time=wall,
             source_time=source_time,
         )
-        try:
-            self._queue.put_nowait(frame)
-        except queue.Full:
-            self._count(frames_dropped=1)
-            return
-        self._last_thumb = thumb
-        self._last_pts = pts
-        self._count(frames_sampled=1)
-
-    def _count(self, **increments: int) -> None:
-        with self._lock:
-            changes = {k: getattr(self._stats, k) + v for k, v in increments.items()}
-            self._stats = dataclasses.replace(self._stats, **changes)
+        if self._offer(frame):
+            self._similar.accept()
+            self._last_pts = pts
 
     def _on_disconnect(self, reason: str) -> None:
         """The read ended or failed: open a gap if the feed was live; remember the error either way."""

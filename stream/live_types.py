@@ -9,13 +9,17 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from stream.frames import Frame
 
 from stream.urls import SCHEME_PROTOCOLS
 
-LiveState = Literal["connecting", "live", "reconnecting", "stopped"]
+LiveState = Literal["connecting", "live", "reconnecting", "stopped", "ended"]
 """connecting: no frame yet; live: frames flowing; reconnecting: the feed was lost and is being reopened;
-stopped: ``stop()`` was called (final)."""
+stopped: ``stop()`` was called (final); ended: the source finished by itself and cannot come back (a
+WebRTC peer left or went silent; a live URL never ends) (final)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,7 @@ class LiveStats:
     last_frame_wall:        Unix time of the last decoded frame, None before the first.
     disconnected_since:     start of the gap now open (while reconnecting), else None.
     last_error:             the last failure (open or read), credentials redacted, or None.
+    resolution:             (width, height) of the last decoded frame as the source sent it, or None.
     """
 
     frames_sampled: int = 0
@@ -136,6 +141,7 @@ class LiveStats:
     last_frame_wall: float | None = None
     disconnected_since: float | None = None
     last_error: str | None = None
+    resolution: tuple[int, int] | None = None
 
 
 class Backoff:
@@ -194,3 +200,22 @@ class ReplayFilter:
         else:
             return True
         return False
+
+
+class FrameFeed(Protocol):
+    """What a live reader consumes: ``stream.live.LiveSource`` (a URL) or ``stream.webrtc.TrackSource``.
+
+    Frames come with contiguous ``seq`` from 0, strictly increasing ``pts`` and a ``wall_time``.
+    """
+
+    shown: str
+    """What to call the source in logs (credentials redacted)."""
+
+    def start(self) -> FrameFeed: ...
+    def stop(self) -> None: ...
+    def get(self, timeout_s: float | None = None) -> Frame | None: ...
+    def qsize(self) -> int: ...
+    @property
+    def stats(self) -> LiveStats: ...
+    @property
+    def state(self) -> LiveState: ...

@@ -146,6 +146,34 @@ def _timed_frames(
             yield stats.last_t, frame
 
 
+class SimilarFrames:
+    """Skips near-identical frames: a candidate whose 32x32 grayscale differs from the last *accepted*
+    frame's by less than ``threshold`` (mean absolute difference, 0-255 scale) is similar. None: never.
+
+    ``similar(frame)`` compares and keeps the candidate's thumbnail; ``accept()`` makes it the reference
+    (call it once the frame was really kept, e.g. queued). Not thread-safe: one caller.
+    """
+
+    SIDE = 32
+
+    def __init__(self, threshold: float | None) -> None:
+        self.threshold = threshold
+        self._gray = VideoReformatter()
+        self._last: np.ndarray | None = None
+        self._pending: np.ndarray | None = None
+
+    def similar(self, frame: VideoFrame) -> bool:
+        if self.threshold is None:
+            return False
+        thumb = self._gray.reformat(frame, width=self.SIDE, height=self.SIDE, format="gray")
+        self._pending = thumb.to_ndarray().astype(np.int16)
+        return self._last is not None and float(np.abs(self._pending - self._last).mean()) < self.threshold
+
+    def accept(self) -> None:
+        if self._pending is not None:
+            self._last, self._pending = self._pending, None
+
+
 def to_rgb(frame: VideoFrame, reformatter: VideoReformatter, size: tuple[int, int] | None) -> np.ndarray:
     """[H, W, 3] uint8 RGB of ``frame``, at size (W, H) if given (swscale resize, no aspect kept)."""
     width, height = size if size is not None else (frame.width, frame.height)
