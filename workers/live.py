@@ -6,8 +6,13 @@ and takes any registered stream whose lease is free (a new stream, or one whose 
 expires ``live_lease_s`` after its last beat). Two supervisors on one Redis therefore read each stream
 exactly once, and a killed one's streams move to the other within a few seconds.
 
-A ``StreamReader`` owns one ``stream.live.LiveSource`` (which reconnects by itself and records gaps) and
-a thread that hands its frames to the encoders through ``LiveRecords.dispatch``, fenced by the lease.
+A ``StreamReader`` owns one frame feed and a thread that hands its frames to the encoders through
+``LiveRecords.dispatch``, fenced by the lease. The feed is a ``stream.live.LiveSource`` for a registered
+URL (it reconnects by itself and records gaps), or a ``stream.webrtc.TrackSource`` that the API process
+*adopts* (``LiveSupervisor.adopt``) for a browser's WebRTC track. A track cannot be reopened by anyone
+else: when it ends (the browser left, or the watchdog saw no frames) the reader hands over what is left
+and marks the stream "done"; a supervisor that only adopts (``claim=False``: a distributed API process)
+never claims URL streams.
 Frames get the stream's own sequence numbers (continuing the previous reader's) and stream times
 ``pts = wall_time - created_at``, so times agree whichever process read them. When encoders fall behind
 (more than ``live_inflight`` frames handed over but not yet in the memory) the reader stops taking frames,
@@ -27,7 +32,7 @@ import uuid
 from stream.errors import SourceError
 from stream.frames import Frame
 from stream.live import LiveSource, is_hls_url
-from stream.live_types import Gap, LiveConfig, LiveStats
+from stream.live_types import FrameFeed, Gap, LiveConfig, LiveStats
 from workers.lease import Lease, LeaseLost
 from workers.live_records import NotOwner
 from workers.records import UnknownStreamRecord
@@ -85,19 +90,30 @@ class SourceClock:
 
 
 class StreamReader:
-    """Reads one live stream for as long as this process holds its lease."""
+    """Reads one live stream for as long as this process holds its lease.
 
-    def __init__(self, rt: Runtime, sid: str, lease: Lease, owner: str) -> None:
+    ``source`` None: open the stream's registered URL (a LiveSource, resumable by any ingest process).
+    Otherwise that feed (a WebRTC track): when it ends, the stream is done.
+    """
+
+    def __init__(
+        self, rt: Runtime, sid: str, lease: Lease, owner: str, source: FrameFeed | None = None
+    ) -> None:
         self.rt, self.sid, self.lease, self.owner = rt, sid, lease, owner
         self.rec = rt.records.stream(sid)
-        url = rt.live.url(sid)
-        self.source = LiveSource(url, live_config(rt, self.rec.fps))
+        self.resumable = source is None
+        self._clock: SourceClock | None = None
+        if source is None:
+            url = rt.live.url(sid)
+            source = LiveSource(url, live_config(rt, self.rec.fps))
+            self._clock = SourceClock() if is_hls_url(url) else None
+        self.source = source
         status = rt.live.status(sid)
         self.next_seq = status.frames_sampled
         self.last_pts = status.last_pts if status.last_pts is not None else -math.inf
         self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
         self._reported = LiveStats()
-        self._clock = SourceClock() if is_hls_url(url) else None
+        self._drained = False  # the feed ended and every frame it gave was handed over
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
 
@@ -111,8 +127,8 @@ class StreamReader:
 
     def heartbeat(self) -> bool:
         """Renew the lease and report; False when this reader is finished (it then closes itself)."""
-        if self._stop.is_set():  # the hand-over thread ended: lost the lease, or failed
-            self._close_later(release=False)
+        if self._stop.is_set():  # the hand-over thread ended: the feed is over, the lease lost, or a failure
+            self._close_later(release=self._drained)
             return False
         if self.source.state == "stopped":  # the source's reader thread died (a bug): let it be restarted
             log.error("stream %s: the live source stopped by itself; releasing the stream", self.sid)
@@ -146,6 +162,8 @@ class StreamReader:
                 self._report()
             except LeaseLost:
                 return
+            if not self.resumable:  # nobody else can read this feed: the stream is over
+                self.rt.records.set_stream_state(self.sid, "done")  # ("stopped" stays: it is final)
             self.lease.release()
 
     def _close_later(self, release: bool) -> None:
@@ -171,11 +189,12 @@ class StreamReader:
             increments=increments,
             disconnected_since=st.disconnected_since,
             last_error=st.last_error,
+            resolution=st.resolution,
         )
         state = st.state
         if state == "connecting" and (self.next_seq or st.frames_sampled):
             state = "reconnecting"  # a reader that took over is reconnecting the stream, not connecting it
-        if state != "stopped":
+        if state != "stopped" and state != "ended":
             self.rt.records.set_stream_state(self.sid, state)
         self._reported = st
 
@@ -200,6 +219,9 @@ class StreamReader:
                 continue
             first = self.source.get(0.2)
             if first is None:
+                if self.source.state == "ended" and not self.source.qsize():
+                    self._drained = True
+                    return
                 continue
             batch = [first]
             while len(batch) < s.encode_batch and (more := self.source.get(0)) is not None:
@@ -242,12 +264,15 @@ class StreamReader:
 
 
 class LiveSupervisor:
-    """Reads every registered live stream it can lease, up to ``live_max_streams``."""
+    """Reads every registered live stream it can lease, up to ``live_max_streams`` (with ``claim``), and
+    the feeds given to ``adopt`` (WebRTC tracks of this process)."""
 
-    def __init__(self, rt: Runtime, name: str | None = None) -> None:
+    def __init__(self, rt: Runtime, name: str | None = None, *, claim: bool = True) -> None:
         self.rt = rt
+        self.claim = claim
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.readers: dict[str, StreamReader] = {}
+        self._lock = threading.Lock()  # readers: the beat thread and adopt() callers
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -267,14 +292,13 @@ class LiveSupervisor:
                 if self._stop.wait(self.rt.settings.live_heartbeat_s):
                     break
         finally:
-            closing = [
-                threading.Thread(target=_close_quietly, args=(r,), daemon=True) for r in self.readers.values()
-            ]
+            with self._lock:
+                readers, self.readers = list(self.readers.values()), {}
+            closing = [threading.Thread(target=_close_quietly, args=(r,), daemon=True) for r in readers]
             for t in closing:
                 t.start()
             for t in closing:
                 t.join(30)
-            self.readers.clear()
 
     @property
     def alive(self) -> bool:
@@ -291,15 +315,29 @@ class LiveSupervisor:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def adopt(self, sid: str, source: FrameFeed) -> None:
+        """Read ``source`` as stream ``sid`` (just created, so its lease is free) from now on."""
+        lease = Lease(self.rt.redis, self.rt.live.lease_key(sid), ttl_s=self.rt.settings.live_lease_s)
+        if not lease.try_acquire():
+            raise RuntimeError(f"stream {sid} is already being read")
+        reader = StreamReader(self.rt, sid, lease, self.owner, source=source).start()
+        with self._lock:
+            self.readers[sid] = reader
+
     def tick(self) -> None:
-        for sid, reader in list(self.readers.items()):
+        with self._lock:
+            current = list(self.readers.items())
+        for sid, reader in current:
             try:
                 alive = reader.heartbeat()
             except Exception:
                 log.exception("stream %s: heartbeat failed", sid)
                 alive = True  # Redis hiccup: the lease outlives a few missed beats
             if not alive:
-                del self.readers[sid]
+                with self._lock:
+                    self.readers.pop(sid, None)
+        if not self.claim:
+            return
         for sid in self.rt.live.active():
             if len(self.readers) >= self.rt.settings.live_max_streams:
                 break
@@ -318,7 +356,9 @@ class LiveSupervisor:
                 self.rt.live.retire(sid)
                 lease.release()
                 return
-            self.readers[sid] = StreamReader(self.rt, sid, lease, self.owner).start()
+            reader = StreamReader(self.rt, sid, lease, self.owner).start()
+            with self._lock:
+                self.readers[sid] = reader
         except (UnknownStreamRecord, KeyError):  # deleted meanwhile
             self.rt.live.retire(sid)
             lease.release()

@@ -64,6 +64,8 @@ class LiveStatus:
     last_error: str | None = None
     owner: str | None = None
     heartbeat_at: float | None = None
+    resolution: str | None = None
+    """"WxH" of the last frame as the source sent it (before resizing for the encoder)."""
 
 
 def _s(v: Any) -> str:
@@ -96,13 +98,16 @@ class LiveRecords:
 
     # ---- registry ----
 
-    def create(self, rec: StreamRecord, url: str) -> None:
+    def create(self, rec: StreamRecord, url: str | None) -> None:
         """Register a live stream: its record, its URL (credentials included: never shown), and a place in
-        the set the ingest processes read."""
+        the set the ingest processes read. ``url`` None (a WebRTC track): the process that holds the
+        connection reads it, so no ingest process is told about it."""
         self.records.create_stream(rec)
         with self.r.pipeline() as p:
-            p.hset(self._hash(rec.stream_id), mapping={"url": url, "frames_sampled": 0})
-            p.sadd(self._active(), rec.stream_id)
+            p.hset(self._hash(rec.stream_id), "frames_sampled", 0)
+            if url is not None:
+                p.hset(self._hash(rec.stream_id), "url", url)
+                p.sadd(self._active(), rec.stream_id)
             p.execute()
 
     def active(self) -> list[str]:
@@ -152,6 +157,7 @@ class LiveRecords:
         increments: dict[str, int],
         disconnected_since: float | None,
         last_error: str | None,
+        resolution: tuple[int, int] | None = None,
     ) -> None:
         """A reader's heartbeat: counter increments since its last report, and its connection state."""
         h = self._hash(sid)
@@ -168,6 +174,8 @@ class LiveRecords:
                 p.hset(h, "disconnected_since", repr(disconnected_since))
             if last_error is not None:
                 p.hset(h, "last_error", last_error)
+            if resolution is not None:
+                p.hset(h, "resolution", f"{resolution[0]}x{resolution[1]}")
             p.execute()
 
     def add_gap(self, sid: str, gap: Gap, keep: int) -> None:
@@ -199,4 +207,5 @@ class LiveRecords:
             last_error=h.get("last_error") or None,
             owner=h.get("owner") or None,
             heartbeat_at=_f(h, "heartbeat_at"),
+            resolution=h.get("resolution") or None,
         )

@@ -22,7 +22,7 @@ from stream.errors import SourceError
 from stream.frames import Frame
 from workers.answers import AnswerChannel
 from workers.lease import Lease, LeaseLost
-from workers.records import UnknownStreamRecord
+from workers.records import LIVE_KINDS, UnknownStreamRecord
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,7 @@ def prompt_gaps(rt: Runtime, stream_id: str, lo: float, hi: float) -> list[tuple
     """A live stream's gaps overlapping [lo, hi] (stream time), in stream time: the ``prompt_max_gaps``
     longest, counting the outage going on now (if the source is disconnected), which ends now."""
     rec = rt.records.stream(stream_id)
-    if rec.kind != "live":
+    if rec.kind not in LIVE_KINDS:
         return []
     c = rec.created_at
     spans = [(g.start_wall - c, g.end_wall - c) for g in rt.live.gaps(stream_id)]

@@ -56,12 +56,17 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+LIVE_KINDS = ("live", "webrtc")
+"""Stream kinds read as they happen (a camera URL, a browser's WebRTC track): times are wall-clock based,
+and ``live_records`` holds their counters and gaps. The others ("upload", "url") are files."""
+
+
 @dataclass(frozen=True, slots=True)
 class StreamRecord:
     """What the service knows about a stream, besides its memory."""
 
     stream_id: str
-    kind: str
+    kind: str  # "upload" | "url" | "live" | "webrtc"
     name: str
     source: str  # redacted: never holds credentials
     state: StreamState

@@ -17,7 +17,7 @@ from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
-from workers.records import StreamRecord, UnknownStreamRecord, new_id
+from workers.records import LIVE_KINDS, StreamRecord, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
 
 LIVE_STATES = ("connecting", "live", "reconnecting")
@@ -127,6 +127,26 @@ def create_live_stream(
     return stream_id
 
 
+def create_webrtc_stream(
+    rt: Runtime, *, fps: float | None = None, budget: int | None = None, name: str = ""
+) -> str:
+    """Register a stream of kind "webrtc": the API process that holds the connection reads its track."""
+    stream_id = new_id()
+    rec = StreamRecord(
+        stream_id=stream_id,
+        kind="webrtc",
+        name=name or "browser",
+        source="webrtc",
+        state="connecting",
+        fps=fps or rt.settings.fps,
+        budget=budget or rt.settings.budget,
+        sample_mode="fps",
+        created_at=time.time(),
+    )
+    rt.live.create(rec, None)
+    return stream_id
+
+
 def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
     job = rt.records.job(job_id)
     encoded = rt.memory.next_seq(job.stream_id)
@@ -158,7 +178,7 @@ def stream_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
             slots=len(st.slots),
             last_frame_t=st.slots[-1].t1 if st.slots else None,
         )
-    if rec.kind == "live":
+    if rec.kind in LIVE_KINDS:
         out.update(_live_view(rt, rec))
     return out
 
@@ -168,8 +188,9 @@ def _gap_view(start: float, end: float, reason: str) -> dict[str, Any]:
 
 
 def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
-    """A live stream's counters, gaps and reader. A stream whose reader stopped beating (every ingest
-    process is down) is shown as reconnecting, with the reason."""
+    """A live stream's counters, gaps and reader. A camera whose reader stopped beating (every ingest
+    process is down) is shown as reconnecting, with the reason; a WebRTC stream whose API process is gone
+    (nobody else can hold its connection) as stopped."""
     st = rt.live.status(rec.stream_id)
     gaps = rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
     out: dict[str, Any] = {
@@ -192,9 +213,13 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
         "disconnected_since": st.disconnected_since,
         "last_error": st.last_error,
         "reader": st.owner,
+        "resolution": st.resolution,
     }
     beat = st.heartbeat_at if st.heartbeat_at is not None else rec.created_at
-    if rec.state in LIVE_STATES and time.time() - beat > 2 * rt.settings.live_lease_s:
+    stale = rec.state in LIVE_STATES and time.time() - beat > 2 * rt.settings.live_lease_s
+    if stale and rec.kind == "webrtc":
+        out.update(state="stopped", reader=None, last_error="the API process holding the connection is gone")
+    elif stale:
         out.update(
             state="reconnecting" if st.frames_sampled else "connecting",
             reader=None,
@@ -251,6 +276,15 @@ def thumbnail(rt: Runtime, stream_id: str, slot_id: int) -> bytes:
     return data
 
 
+def thumbnail_at(rt: Runtime, stream_id: str, t: float) -> tuple[int, float, float, bytes]:
+    """(slot_id, t0, t1, JPEG) of the slot covering stream time ``t``, or of the nearest slot."""
+    rt.records.stream(stream_id)
+    if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
+        raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
+    slot = min(slots, key=lambda s: 0.0 if s.t0 <= t <= s.t1 else min(abs(t - s.t0), abs(t - s.t1)))
+    return slot.slot_id, slot.t0, slot.t1, thumbnail(rt, stream_id, slot.slot_id)
+
+
 def ask(
     rt: Runtime,
     stream_id: str,
@@ -268,7 +302,7 @@ def ask(
     if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
     clock = timewindow.Clock(now=time.time(), created_at=rec.created_at, end=slots[-1].t1,
-                             live=rec.kind == "live")  # fmt: skip
+                             live=rec.kind in LIVE_KINDS)  # fmt: skip
     try:
         span = timewindow.window(since, until, clock)
     except timewindow.BadWindow as e:
