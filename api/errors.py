@@ -33,6 +33,10 @@ STATUS = {
     "bad_time_window": 422,
     "validation_error": 422,
     "answer_timeout": 504,
+    "bad_sdp": 400,
+    "no_video": 422,
+    "unsupported_codec": 422,
+    "too_many_peers": 429,
 }
 
 

@@ -51,6 +51,24 @@ class LiveStreamCreate(BaseModel):
     check: bool = Field(True, description="Refuse a URL that gives no frame now (else retry it forever).")
 
 
+class WebRtcOffer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sdp: str = Field(
+        min_length=1, max_length=200_000, description="The browser's SDP offer, its ICE candidates included."
+    )
+    type: Literal["offer"]
+    fps: float | None = Field(None, gt=0, le=30, description="Frames kept per second (default 1).")
+    budget: int | None = Field(None, ge=16, le=1_000_000, description="Token budget of the stream's memory.")
+    name: str = Field("", max_length=200)
+
+
+class WebRtcAnswer(BaseModel):
+    sdp: str
+    type: Literal["answer"]
+    stream_id: str
+
+
 TimeBound = str | float
 
 

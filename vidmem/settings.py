@@ -10,10 +10,20 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+class IceServer(BaseModel):
+    """One STUN or TURN server, as the browser's ``RTCIceServer`` takes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    urls: list[str] = Field(min_length=1, description="stun:host:port, turn:host:port?transport=udp|tcp")
+    username: str | None = None
+    credential: str | None = None
 
 
 class Settings(BaseSettings):
@@ -92,6 +102,34 @@ class Settings(BaseSettings):
     live_max_gaps: int = Field(1000, ge=1, le=1_000_000, description="Gaps kept per stream (newest).")
     prompt_max_gaps: int = Field(8, ge=0, le=256, description="Gaps named in a prompt (the longest).")
 
+    # --- WebRTC (browsers send their camera or screen to the API process) ---
+    webrtc_max_peers: int = Field(
+        16, ge=0, le=10_000, description="Concurrent WebRTC connections one API process accepts (then 429)."
+    )
+    webrtc_watchdog_s: float = Field(
+        10.0, gt=0, le=3600, description="A WebRTC stream with no frame for this long is ended."
+    )
+    webrtc_connect_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="A WebRTC stream whose first frame has not come by then is ended."
+    )
+    webrtc_ice_servers: list[IceServer] = Field(
+        default_factory=list,
+        description='STUN/TURN servers, JSON: [{"urls": ["stun:host:3478"]}, {"urls": ["turn:host"], '
+        '"username": "u", "credential": "p"}]. Given to aiortc and to the web page.',
+    )
+    webrtc_loopback: bool = Field(
+        True, description="Offer 127.0.0.1 among the server's ICE candidates (browser on the same host)."
+    )
+    webrtc_start_kbps: int = Field(
+        2500, ge=30, le=100_000, description="Bitrate a browser starts sending at (answer's SDP hint)."
+    )
+    webrtc_min_kbps: int = Field(
+        800, ge=30, le=100_000, description="Bitrate a browser never goes below (answer's SDP hint)."
+    )
+    webrtc_max_kbps: int = Field(
+        6000, ge=30, le=100_000, description="Bitrate a browser never exceeds (answer's SDP hint)."
+    )
+
     # --- API limits ---
     max_upload_mb: int = Field(1024, ge=1, le=100_000, description="Largest accepted upload.")
     max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")
@@ -109,6 +147,12 @@ class Settings(BaseSettings):
         description="Redis broker: seconds before an unacked task of a dead worker is redelivered.",
     )
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
+
+    @model_validator(mode="after")
+    def _bitrates_ordered(self) -> Settings:
+        if not self.webrtc_min_kbps <= self.webrtc_start_kbps <= self.webrtc_max_kbps:
+            raise ValueError("need webrtc_min_kbps <= webrtc_start_kbps <= webrtc_max_kbps")
+        return self
 
     @property
     def embedded(self) -> bool:

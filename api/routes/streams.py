@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -54,6 +54,17 @@ def get_memory(stream_id: str, rt: RuntimeDep) -> dict[str, Any]:
 def get_thumbnail(stream_id: str, slot_id: int, rt: RuntimeDep) -> Response:
     data = service.thumbnail(rt, stream_id, slot_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/v1/streams/{stream_id}/thumbnail")
+def get_thumbnail_at(
+    stream_id: str, t: Annotated[float, Query(allow_inf_nan=False)], rt: RuntimeDep
+) -> Response:
+    """What the model saw at stream time ``t`` seconds: the thumbnail of the slot covering ``t`` (or the
+    nearest one). The slot and its span are in the ``X-Slot-Id`` and ``X-Slot-Span`` headers."""
+    slot_id, t0, t1, data = service.thumbnail_at(rt, stream_id, t)
+    headers = {"X-Slot-Id": str(slot_id), "X-Slot-Span": f"{t0:.3f}-{t1:.3f}", "Cache-Control": "no-cache"}
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic)
