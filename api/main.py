@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,8 @@ from fastapi import FastAPI
 
 from api import errors
 from api.limits import BodyLimit
-from api.routes import health, streams, videos
+from api.routes import health, streams, videos, web, webrtc
+from api.rtc import Peers
 from vidmem.settings import Settings, get_settings
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
@@ -20,12 +22,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     rt = runtime or runtime_for(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Embedded mode reads live streams in-process; distributed mode leaves them to `vidmem ingest`.
-        readers = LiveSupervisor(rt).start() if settings.embedded else None
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # This process reads its own WebRTC tracks; camera URLs too in embedded mode (distributed mode
+        # leaves those to `vidmem ingest`).
+        readers = LiveSupervisor(rt, claim=settings.embedded).start()
+        app.state.peers = Peers(rt, readers)
         yield
-        if readers is not None:
-            readers.stop()
+        await asyncio.to_thread(readers.stop)
+        await app.state.peers.close_all()
         rt.close()  # embedded mode: stop the in-process worker pools with the server
 
     app = FastAPI(
@@ -36,7 +40,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     errors.install(app)
-    for r in (health.router, videos.router, streams.router):
+    for r in (health.router, videos.router, streams.router, webrtc.router, web.router):
         app.include_router(r)
+    app.mount("/static", web.static, name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20)
     return app

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests need (real peers): install whatever is missing. Needs root (or sudo).
-# redis-server: queue/lease tests; ffmpeg + GStreamer RTSP server (for the system python3): live sources.
+# redis-server: queue/lease tests; ffmpeg + GStreamer RTSP server (for the system python3): live sources;
+# chromium (+ chromium-driver): the WebRTC sender and web-page tests, driven by Playwright.
 set -euo pipefail
 pkgs=()
 command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
@@ -10,6 +11,7 @@ if ! /usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer','1.0')" 
   pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
          gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 fi
+[ -x /usr/lib/chromium/chromium ] || pkgs+=(chromium chromium-driver fonts-liberation)
 if [ ${#pkgs[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,0 +1,636 @@
+// vidmem web page: share a camera or screen over WebRTC, upload videos, ask questions, watch the memory.
+// Plain ES2020, no dependencies. Server data only ever reaches the DOM through textContent.
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  selected: null, // stream_id
+  streams: [], // last GET /v1/streams
+  memKey: null, // "stream_id@version" of the rendered timeline
+  memPeak: 1, // the most tokens one slot of the selected stream has cost: bars shrink as it compresses
+  share: null, // {kind, media, pc, streamId, timer}
+  ask: null, // AbortController of the answer being read
+  jobTimer: null,
+  pollErrors: new Map(), // poller -> message last shown (so a dead server is not re-announced every tick)
+};
+
+// ---------------------------------------------------------------------------------------------- errors
+
+const apiError = (code, message, status = 0) => Object.assign(new Error(message), { code, status });
+
+function showError(err) {
+  const code = err.code || "error";
+  $("error-message").textContent = `${err.message || String(err)} (${code})`;
+  $("error").dataset.code = code;
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error-message").textContent = "";
+  delete $("error").dataset.code;
+  $("error").hidden = true;
+}
+
+// A failure of a background poller: shown once until that poller succeeds again.
+function pollFailed(poller, err) {
+  const msg = `${err.code}: ${err.message}`;
+  if (state.pollErrors.get(poller) === msg) return;
+  state.pollErrors.set(poller, msg);
+  showError(err);
+}
+
+const pollOk = (poller) => state.pollErrors.delete(poller);
+
+// ------------------------------------------------------------------------------------------------- api
+
+async function errorFrom(res) {
+  let code = `http_${res.status}`;
+  let message = res.statusText || `HTTP ${res.status}`;
+  try {
+    const body = await res.json();
+    code = body?.error?.code ?? code;
+    message = body?.error?.message ?? message;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return apiError(code, message, res.status);
+}
+
+// fetch that throws an Error with code/message on a network failure or a non-2xx answer.
+async function request(method, path, body, signal) {
+  const init = { method, signal, headers: {} };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    if (e.name === "AbortError") throw e;
+    throw apiError("network_error", `cannot reach the server (${e.message})`);
+  }
+  if (!res.ok) throw await errorFrom(res);
+  return res;
+}
+
+async function api(method, path, body) {
+  const res = await request(method, path, body);
+  return res.status === 204 ? null : res.json();
+}
+
+const enc = encodeURIComponent;
+
+// ------------------------------------------------------------------------------------------ formatting
+
+function fmtTime(s) {
+  const t = Math.max(0, Math.round(s));
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const ss = String(t % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${ss}` : `${m}:${ss}`;
+}
+
+const fmtSpan = (t0, t1) => (fmtTime(t0) === fmtTime(t1) ? fmtTime(t0) : `${fmtTime(t0)}–${fmtTime(t1)}`);
+
+const fmtSecs = (s) => (typeof s === "number" ? `${s.toFixed(s < 10 ? 2 : 1)} s` : "–");
+const streamLabel = (s) => s.name || s.source || s.stream_id;
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+// ------------------------------------------------------------------------------------------- selection
+
+function selectStream(id) {
+  if (state.selected === id) return;
+  state.selected = id;
+  state.memKey = null;
+  state.memPeak = 1;
+  state.ask?.abort();
+  $("answer").textContent = "";
+  $("answer-meta").textContent = "";
+  setAnswerState("idle");
+  $("timeline").replaceChildren();
+  $("memory-summary").textContent = id ? "loading memory…" : "";
+  renderSelected();
+  renderStreams();
+  if (id) refreshMemory();
+}
+
+function renderSelected() {
+  const box = $("selected-stream");
+  const s = state.streams.find((x) => x.stream_id === state.selected);
+  box.dataset.streamId = state.selected || "";
+  if (!state.selected) {
+    box.textContent = "None: pick a stream on the left.";
+    $("selected-info").textContent = "";
+    return;
+  }
+  box.textContent = s ? streamLabel(s) : state.selected;
+  $("selected-info").textContent = s
+    ? `${s.kind} · ${s.state} · ${s.source || ""} · id ${s.stream_id}${s.last_error ? ` · ${s.last_error}` : ""}`
+    : `id ${state.selected}`;
+}
+
+// --------------------------------------------------------------------------------------------- streams
+
+function streamItem(s) {
+  const li = el("li", "stream");
+  li.dataset.streamId = s.stream_id;
+  li.dataset.kind = s.kind;
+  li.dataset.state = s.state;
+  li.tabIndex = 0;
+  li.setAttribute("role", "option");
+  li.setAttribute("aria-selected", String(s.stream_id === state.selected));
+  const head = el("div", "stream-head");
+  head.append(el("span", "stream-name", streamLabel(s)), el("span", "badge kind", s.kind),
+    el("span", "badge state", s.state));
+  const used = s.budget ? Math.min(1, s.tokens_used / s.budget) : 0;
+  const meter = el("div", "meter");
+  meter.append(el("div", "meter-fill"));
+  meter.firstChild.style.width = `${(used * 100).toFixed(1)}%`;
+  const nums = el("div", "stream-nums", `${s.frames_encoded} frames · ${s.tokens_used} / ${s.budget} tok · ${s.slots} slots`);
+  li.append(head, nums, meter);
+  return li;
+}
+
+function renderStreams() {
+  const ul = $("streams");
+  const focused = ul.contains(document.activeElement) ? document.activeElement.dataset.streamId : null;
+  ul.replaceChildren(...state.streams.map(streamItem));
+  if (focused) ul.querySelector(`li[data-stream-id="${CSS.escape(focused)}"]`)?.focus();
+  $("streams-empty").hidden = state.streams.length > 0;
+}
+
+async function refreshStreams() {
+  try {
+    const { streams } = await api("GET", "/v1/streams");
+    pollOk("streams");
+    state.streams = streams.sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0)); // newest first
+    renderStreams();
+    renderSelected();
+  } catch (e) {
+    pollFailed("streams", e);
+  }
+}
+
+function onStreamPick(ev) {
+  const li = ev.target.closest("li[data-stream-id]");
+  if (!li) return;
+  if (ev.type === "keydown" && ev.key !== "Enter" && ev.key !== " ") return;
+  ev.preventDefault();
+  li.focus();
+  selectStream(li.dataset.streamId);
+}
+
+async function addCamera(ev) {
+  ev.preventDefault();
+  const url = $("camera-url").value.trim();
+  if (!url) return showError(apiError("validation_error", "enter the camera's URL"));
+  const body = { url, name: $("camera-name").value.trim() };
+  clearError();
+  $("add-camera").disabled = true;
+  $("camera-status").textContent = "checking the camera…";
+  try {
+    const view = await api("POST", "/v1/streams", body);
+    $("camera-status").textContent = `added ${streamLabel(view)} (${view.state})`;
+    $("camera-url").value = "";
+    $("camera-name").value = "";
+    await refreshStreams();
+    selectStream(view.stream_id);
+  } catch (e) {
+    $("camera-status").textContent = "";
+    showError(e);
+  } finally {
+    $("add-camera").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- memory
+
+function slotElement(slot) {
+  const div = el("div", "slot");
+  const img = el("img", "thumb");
+  img.loading = "lazy";
+  img.alt = "";
+  const bar = el("div", "bar");
+  bar.append(el("div", "bar-fill"));
+  div.append(img, bar, el("div", "span"), el("div", "tokens"));
+  return div;
+}
+
+function updateSlot(div, slot, maxTokens) {
+  div.dataset.slotId = slot.slot_id;
+  div.dataset.tokens = slot.tokens;
+  div.dataset.side = slot.side;
+  const img = div.querySelector(".thumb");
+  if (img.getAttribute("src") !== slot.thumbnail) img.src = slot.thumbnail;
+  div.querySelector(".bar-fill").style.height = `${Math.max(2, (100 * slot.tokens) / maxTokens)}%`;
+  div.querySelector(".span").textContent = fmtSpan(slot.t0, slot.t1);
+  div.querySelector(".tokens").textContent = `${slot.side}×${slot.side} · ${slot.tokens} tok`;
+  div.title = `slot ${slot.slot_id}: ${slot.t0.toFixed(1)}–${slot.t1.toFixed(1)} s, ${slot.frames} frame(s), ` +
+    `${slot.side}×${slot.side} grid, ${slot.tokens} tokens`;
+  div.classList.toggle("merged", slot.frames > 1);
+}
+
+function renderMemory(mem) {
+  const grid = mem.side ? `${mem.side}×${mem.side}` : "–";
+  $("memory-summary").textContent = mem.slots.length
+    ? `${mem.tokens_used} / ${mem.budget} tokens · ${mem.slots.length} slots · ${mem.frames} frames · grid ${grid}`
+    : `0 / ${mem.budget} tokens · no frames encoded yet`;
+  const box = $("timeline");
+  if (!mem.slots.length) {
+    box.replaceChildren(el("p", "empty", "No frames encoded yet: the memory fills as frames arrive."));
+    return;
+  }
+  const old = new Map([...box.querySelectorAll(".slot")].map((d) => [d.dataset.slotId, d]));
+  const maxTokens = (state.memPeak = Math.max(state.memPeak, ...mem.slots.map((s) => s.tokens)));
+  const stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 8; // follow the newest slots
+  const items = mem.slots.map((slot) => {
+    const div = old.get(String(slot.slot_id)) || slotElement(slot);
+    updateSlot(div, slot, maxTokens);
+    return div;
+  });
+  box.replaceChildren(...items);
+  if (stick) box.scrollTop = box.scrollHeight;
+}
+
+async function refreshMemory() {
+  const id = state.selected;
+  if (!id || state.memBusy === id) return; // one request at a time (a slow server must not pile them up)
+  state.memBusy = id;
+  try {
+    const mem = await api("GET", `/v1/streams/${enc(id)}/memory`);
+    pollOk("memory");
+    const key = `${id}@${mem.version}`;
+    if (state.selected !== id || state.memKey === key) return;
+    state.memKey = key;
+    renderMemory(mem);
+  } catch (e) {
+    if (state.selected !== id) return;
+    if (e.status === 404) {
+      selectStream(null);
+      $("memory-summary").textContent = "That stream was deleted.";
+      refreshStreams();
+    } else {
+      pollFailed("memory", e);
+    }
+  } finally {
+    if (state.memBusy === id) state.memBusy = null;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- ask
+
+function setAnswerState(s) {
+  const pill = $("answer-status");
+  pill.dataset.state = s;
+  pill.textContent = { idle: "", streaming: "streaming…", done: "done", error: "error" }[s] ?? s;
+}
+
+function parseSseBlock(block) {
+  let kind = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const c = line.indexOf(":");
+    const field = c < 0 ? line : line.slice(0, c);
+    let value = c < 0 ? "" : line.slice(c + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") kind = value;
+    else if (field === "data") data.push(value);
+  }
+  if (!data.length) return null;
+  return { kind, data: JSON.parse(data.join("\n")) };
+}
+
+// Server-Sent Events read from a fetch body (EventSource cannot POST).
+async function* sseEvents(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf = (buf + value).replace(/\r\n/g, "\n");
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const ev = parseSseBlock(buf.slice(0, i));
+      buf = buf.slice(i + 2);
+      if (ev) yield ev;
+    }
+  }
+  const last = buf.trim() && parseSseBlock(buf);
+  if (last) yield last;
+}
+
+function answerMeta(d) {
+  return `${d.slots_used} slots · ${d.tokens_used}/${d.budget} tokens · prompt ${d.prompt_tokens} · ` +
+    `first token ${fmtSecs(d.ttft_s)} · ${fmtSecs(d.latency_s)} · memory v${d.memory_version}`;
+}
+
+function askBody() {
+  const body = { question: $("question").value.trim(), stream: true };
+  for (const k of ["since", "until"]) {
+    const v = $(k).value.trim();
+    if (v) body[k] = v;
+  }
+  return body;
+}
+
+async function ask() {
+  const id = state.selected;
+  if (!id) return showError(apiError("no_stream", "select a stream first"));
+  const body = askBody();
+  if (!body.question) return showError(apiError("validation_error", "type a question first"));
+  clearError();
+  state.ask?.abort();
+  const ctl = new AbortController();
+  state.ask = ctl;
+  const out = $("answer");
+  out.textContent = "";
+  $("answer-meta").textContent = "";
+  setAnswerState("streaming");
+  let final = null;
+  try {
+    const res = await request("POST", `/v1/streams/${enc(id)}/ask`, body, ctl.signal);
+    for await (const ev of sseEvents(res.body)) {
+      if (ev.kind === "piece") out.textContent += ev.data.text;
+      else if (ev.kind === "restart") out.textContent = "";
+      else if (ev.kind === "done") {
+        if (typeof ev.data.answer === "string") out.textContent = ev.data.answer;
+        $("answer-meta").textContent = answerMeta(ev.data);
+        final = "done";
+      } else if (ev.kind === "error") {
+        showError(apiError(ev.data.code, ev.data.message));
+        final = "error";
+      }
+    }
+    if (!final) throw apiError("answer_failed", "the answer ended without a result");
+    setAnswerState(final);
+  } catch (e) {
+    if (e.name === "AbortError") return; // another question or another stream took over
+    if (state.ask === ctl) setAnswerState("error");
+    showError(e.code ? e : apiError("network_error", `the answer was cut off (${e.message})`));
+  } finally {
+    if (state.ask === ctl) state.ask = null;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- upload
+
+function setUploadStatus(s, text) {
+  $("upload-status").dataset.state = s;
+  $("upload-status").textContent = text;
+}
+
+function xhrError(xhr) {
+  let e = null;
+  try {
+    e = JSON.parse(xhr.responseText).error;
+  } catch {} // not JSON: keep the status line
+  if (e?.message) return apiError(e.code, e.message, xhr.status);
+  return apiError(`http_${xhr.status}`, xhr.statusText || `HTTP ${xhr.status}`, xhr.status);
+}
+
+function upload() {
+  const file = $("upload-file").files[0];
+  if (!file) return showError(apiError("no_file", "choose a video file first"));
+  const form = new FormData();
+  form.append("file", file);
+  for (const k of ["fps", "budget"]) {
+    const v = $(`upload-${k}`).value.trim();
+    if (v) form.append(k, v);
+  }
+  clearError();
+  clearTimeout(state.jobTimer);
+  $("upload-progress").value = 0;
+  $("job-progress").value = 0;
+  $("upload").disabled = true;
+  setUploadStatus("uploading", `uploading ${file.name}…`);
+  const xhr = new XMLHttpRequest();
+  xhr.open("POST", "/v1/videos");
+  xhr.upload.onprogress = (e) => {
+    if (!e.lengthComputable) return;
+    $("upload-progress").value = e.loaded / e.total;
+    setUploadStatus("uploading", `uploading ${file.name}… ${Math.round((100 * e.loaded) / e.total)}%`);
+  };
+  const fail = (err) => {
+    $("upload").disabled = false;
+    setUploadStatus("failed", `upload failed: ${err.message}`);
+    showError(err);
+  };
+  xhr.onerror = () => fail(apiError("network_error", "the upload was cut off (server unreachable, or the file too large)"));
+  xhr.onload = () => {
+    if (xhr.status < 200 || xhr.status >= 300) return fail(xhrError(xhr));
+    $("upload").disabled = false;
+    $("upload-progress").value = 1;
+    const { job_id, stream_id } = JSON.parse(xhr.responseText);
+    setUploadStatus("queued", "uploaded; queued for encoding…");
+    refreshStreams().then(() => selectStream(stream_id));
+    pollJob(job_id, stream_id);
+  };
+  xhr.send(form);
+}
+
+function jobText(job) {
+  const pct = Math.round(100 * job.progress);
+  if (job.state === "done") return `done · ${job.frames_encoded} frames encoded`;
+  if (job.state === "failed") return `failed: ${job.error || "unknown error"}`;
+  if (job.state === "queued") return "queued for encoding…";
+  return `encoding… ${pct}% · ${job.frames_encoded} of ${job.frames_sampled} sampled frames encoded`;
+}
+
+async function pollJob(jobId, streamId) {
+  let job;
+  try {
+    job = await api("GET", `/v1/jobs/${enc(jobId)}`);
+    pollOk("job");
+  } catch (e) {
+    pollFailed("job", e);
+    if (e.status === 404) return setUploadStatus("failed", `job ${jobId} is gone`);
+    state.jobTimer = setTimeout(() => pollJob(jobId, streamId), 2000);
+    return;
+  }
+  $("job-progress").value = job.state === "done" ? 1 : job.progress;
+  setUploadStatus(job.state, jobText(job));
+  if (job.state === "failed") return showError(apiError("job_failed", job.error || "the video job failed"));
+  if (job.state === "done") {
+    // Select the new stream, unless the user picked another one while it was encoding.
+    if (!state.selected || state.selected === streamId) selectStream(streamId);
+    refreshMemory();
+    return refreshStreams();
+  }
+  state.jobTimer = setTimeout(() => pollJob(jobId, streamId), 500);
+}
+
+// --------------------------------------------------------------------------------------------- sharing
+
+// data-state is the peer connection's connectionState; note says what happens before it has one.
+function setShareStatus(share, note) {
+  const box = $("share-status");
+  const s = share?.pc?.connectionState ?? (share ? "new" : "closed");
+  box.dataset.state = s;
+  box.dataset.streamId = share?.streamId || "";
+  const id = share?.streamId ? ` · stream ${share.streamId}` : "";
+  box.textContent = share ? `${share.kind}: ${note || s}${id}` : note || "Not sharing.";
+}
+
+function setSharing(on) {
+  $("share-camera").disabled = on;
+  $("share-screen").disabled = on;
+  $("stop-share").disabled = !on;
+  $("live").hidden = !on;
+  $("preview").hidden = !on;
+  if (!on) $("live-error").hidden = true;
+}
+
+function mediaError(e, kind) {
+  const denied = e.name === "NotAllowedError" || e.name === "SecurityError";
+  if (!navigator.mediaDevices) return apiError("media_unavailable", "this page needs https or localhost to use a camera or screen");
+  if (denied) return apiError("permission_denied", `access to the ${kind} was denied`);
+  if (e.name === "NotFoundError") return apiError("no_device", `no ${kind} found`);
+  return apiError(e.name || "media_error", `cannot open the ${kind}: ${e.message}`);
+}
+
+// Vanilla ICE: the server takes all candidates in the offer, so wait for gathering (3 s at most).
+function iceGathered(pc, ms = 3000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    const timer = setTimeout(done, ms);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+async function openMedia(kind) {
+  const md = navigator.mediaDevices;
+  if (kind === "screen") return md.getDisplayMedia({ video: true });
+  return md.getUserMedia({ video: { width: { ideal: 1280 }, height: { ideal: 720 } }, audio: false });
+}
+
+async function startShare(kind) {
+  if (state.share) await stopShare();
+  clearError();
+  let media;
+  try {
+    media = await openMedia(kind);
+  } catch (e) {
+    return showError(mediaError(e, kind));
+  }
+  const share = { kind, media, pc: null, streamId: null, timer: null };
+  state.share = share;
+  setSharing(true);
+  $("preview").srcObject = media;
+  setShareStatus(share, "opening…");
+  const track = media.getVideoTracks()[0];
+  track.addEventListener("ended", () => stopShare(share)); // stopped from the browser's own UI
+  try {
+    const cfg = await api("GET", "/v1/webrtc/config");
+    const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers || [] });
+    share.pc = pc;
+    pc.addEventListener("connectionstatechange", () => onPeerState(share));
+    pc.addTransceiver(track, { direction: "sendonly" });
+    await pc.setLocalDescription(await pc.createOffer());
+    setShareStatus(share, "gathering ICE candidates…");
+    await iceGathered(pc);
+    if (state.share !== share) return;
+    const ans = await api("POST", "/v1/webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer", name: kind });
+    share.streamId = ans.stream_id;
+    if (state.share !== share) return void api("DELETE", `/v1/streams/${enc(ans.stream_id)}`).catch(showError);
+    await pc.setRemoteDescription({ type: "answer", sdp: ans.sdp });
+    setShareStatus(share);
+    await refreshStreams();
+    selectStream(share.streamId);
+    share.timer = setInterval(() => pollLive(share), 1000);
+    pollLive(share);
+  } catch (e) {
+    showError(e.code ? e : apiError("webrtc_error", `WebRTC setup failed: ${e.message}`));
+    stopShare(share);
+  }
+}
+
+function onPeerState(share) {
+  if (state.share !== share) return;
+  setShareStatus(share);
+  if (share.pc.connectionState === "failed") {
+    showError(apiError("webrtc_failed", "the WebRTC connection failed (no network path to the server?)"));
+    stopShare(share);
+  }
+}
+
+async function pollLive(share) {
+  if (state.share !== share || !share.streamId) return;
+  try {
+    const s = await api("GET", `/v1/streams/${enc(share.streamId)}`);
+    pollOk("live");
+    if (state.share !== share) return;
+    $("live-state").textContent = s.state;
+    $("live-frames").textContent = `${s.frames_encoded} / ${s.frames_sampled ?? "–"}`;
+    $("live-tokens").textContent = `${s.tokens_used} / ${s.budget}`;
+    const res = Array.isArray(s.resolution) ? `${s.resolution[0]}×${s.resolution[1]}` : s.resolution;
+    $("live-resolution-row").hidden = !res;
+    $("live-resolution").textContent = res || "";
+    $("live-error").hidden = !s.last_error;
+    $("live-error").textContent = s.last_error || "";
+  } catch (e) {
+    pollFailed("live", e);
+  }
+}
+
+async function stopShare(share = state.share) {
+  if (!share || share.stopped) return;
+  share.stopped = true;
+  clearInterval(share.timer);
+  share.media.getTracks().forEach((t) => t.stop());
+  share.pc?.close();
+  if (state.share === share) {
+    state.share = null;
+    $("preview").srcObject = null;
+    setSharing(false);
+    setShareStatus(null, share.streamId ? `Stopped sharing (stream ${share.streamId} kept).` : "Not sharing.");
+  }
+  if (share.streamId) {
+    try {
+      await api("DELETE", `/v1/streams/${enc(share.streamId)}`);
+    } catch (e) {
+      if (e.status !== 404) showError(e);
+    }
+    refreshStreams();
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ init
+
+function init() {
+  $("error-close").addEventListener("click", clearError);
+  $("share-camera").addEventListener("click", () => startShare("camera"));
+  $("share-screen").addEventListener("click", () => startShare("screen"));
+  $("stop-share").addEventListener("click", () => stopShare());
+  $("streams").addEventListener("click", onStreamPick);
+  $("streams").addEventListener("keydown", onStreamPick);
+  $("camera-form").addEventListener("submit", addCamera);
+  $("upload").addEventListener("click", upload);
+  $("ask").addEventListener("click", ask);
+  $("question").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) ask();
+  });
+  window.addEventListener("pagehide", () => {
+    const share = state.share;
+    share?.pc?.close();
+    if (share?.streamId) fetch(`/v1/streams/${enc(share.streamId)}`, { method: "DELETE", keepalive: true });
+  });
+  refreshStreams();
+  setInterval(refreshStreams, 2000);
+  setInterval(refreshMemory, 2000);
+}
+
+init();

@@ -1,0 +1,157 @@
+"""The web page in a real browser: headless Chromium shares its (fake) camera over WebRTC, the frames land
+in the memory, a question typed in the page streams its answer in, the timeline shows thumbnails, an
+upload shows its progress; killing the browser ends the stream within the watchdog time.
+
+Assertions are on the DOM and the API; a screenshot of the page is saved under the test's tmp dir as an
+artifact, never compared.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stream.live_helpers import wait_until
+from tests.web.conftest import WATCHDOG_S, BrowserPage, Server
+
+pytestmark = pytest.mark.integration
+
+
+def _view(server: Server, sid: str) -> dict[str, Any]:
+    r = httpx.get(f"{server.base}/v1/streams/{sid}", timeout=10)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _share_camera(bp: BrowserPage, server: Server) -> str:
+    """Open the page, share the camera; return the new stream's id once frames are in its memory."""
+    page = bp.page
+    page.goto(server.base + "/")
+    assert page.title()
+    page.click("#share-camera")
+    page.wait_for_selector("#share-status[data-state=connected]")
+    sid = page.get_attribute("#share-status", "data-stream-id")
+    assert sid, "the page shows no stream id for the shared camera"
+    wait_until(lambda: _view(server, sid)["frames_encoded"] >= 3, 30, "camera frames in the memory")
+    return sid
+
+
+def test_share_camera_ask_and_timeline(browser_page: BrowserPage, server: Server, tmp_path: Path) -> None:
+    page = browser_page.page
+    sid = _share_camera(browser_page, server)
+
+    view = _view(server, sid)
+    assert view["kind"] == "webrtc" and view["state"] == "live", view
+    assert view["resolution"] == "640x360", view  # the bitrate hints: full resolution from the start
+
+    # The live status and the stream list show it.
+    page.wait_for_function(
+        "() => /^\\s*[1-9]\\d*\\s*\\/\\s*\\d+/.test(document.querySelector('#live-frames').textContent)"
+    )
+    assert page.text_content("#live-state").strip() == "live"
+    assert "/" in page.text_content("#live-tokens")
+    page.wait_for_selector(f"#streams li[data-stream-id='{sid}'][data-kind=webrtc]")
+
+    # The timeline renders the memory's slots with their thumbnails, refreshed as the stream grows.
+    page.wait_for_function("() => document.querySelectorAll('#timeline .slot img.thumb').length >= 3")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#timeline img.thumb')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    newest = page.eval_on_selector_all(
+        "#timeline .slot", "els => Math.max(...els.map(e => +e.dataset.slotId))"
+    )
+    grown = f"() => [...document.querySelectorAll('#timeline .slot')].some(e => +e.dataset.slotId > {newest})"
+    page.wait_for_function(grown, timeout=20_000)  # refreshed: slots of newer frames appear
+    slots = page.eval_on_selector_all(
+        "#timeline .slot", "els => els.map(e => [Number(e.dataset.slotId), Number(e.dataset.tokens)])"
+    )
+    memory = httpx.get(f"{server.base}/v1/streams/{sid}/memory", timeout=10).json()
+    api_slots = {s["slot_id"]: s["tokens"] for s in memory["slots"]}
+    assert all(api_slots.get(i, t) == t for i, t in slots), (slots, api_slots)
+    assert all(t > 0 for _, t in slots)
+
+    # A question typed in the page: the answer streams in, piece by piece.
+    page.evaluate(
+        """() => { window._answerChanges = 0;
+        new MutationObserver(() => window._answerChanges++).observe(document.querySelector('#answer'),
+            {childList: true, characterData: true, subtree: true}); }"""
+    )
+    page.fill("#question", "What did the camera show?")
+    page.click("#ask")
+    page.wait_for_selector("#answer-status[data-state=done]", timeout=60_000)
+    answer = page.text_content("#answer")
+    assert answer and answer.strip(), "no answer shown"
+    assert page.evaluate("window._answerChanges") > 1, "the answer did not arrive in pieces"
+    assert "slot" in page.text_content("#answer-meta")
+    assert not page.is_visible("#error"), page.text_content("#error")
+
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0
+    assert browser_page.outside == [], f"the page reached outside the server: {browser_page.outside}"
+
+    page.click("#stop-share")
+    wait_until(lambda: _view(server, sid)["state"] == "stopped", 10, "the stream stopped")
+
+
+def test_killing_the_browser_ends_the_stream(browser_page: BrowserPage, server: Server) -> None:
+    sid = _share_camera(browser_page, server)
+    encoded = _view(server, sid)["frames_encoded"]
+    browser_page.chromium.kill()
+    killed = time.monotonic()
+    wait_until(lambda: _view(server, sid)["state"] == "done", WATCHDOG_S + 10, "the stream ended")
+    took = time.monotonic() - killed
+    view = _view(server, sid)
+    # The watchdog's time, plus one reader heartbeat and the hand-over of what was left.
+    assert took <= WATCHDOG_S + 3, f"the stream ended {took:.1f} s after the browser died"
+    assert "watchdog" in (view["last_error"] or "") or "failed" in (view["last_error"] or ""), view
+    assert view["frames_encoded"] >= encoded
+    config = httpx.get(f"{server.base}/v1/webrtc/config", timeout=10).json()
+    assert config["peers"] == 0, config
+    # What it showed stays queryable.
+    r = httpx.post(f"{server.base}/v1/streams/{sid}/ask", json={"question": "and then?"}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def test_upload_shows_progress_and_completes(
+    browser_page: BrowserPage, server: Server, camera_clip: Path
+) -> None:
+    page = browser_page.page
+    page.goto(server.base + "/")
+    page.evaluate(
+        """() => { window._uploadStates = [];
+        const el = document.querySelector('#upload-status');
+        new MutationObserver(() => window._uploadStates.push(el.dataset.state))
+            .observe(el, {attributes: true, attributeFilter: ['data-state']}); }"""
+    )
+    page.set_input_files("#upload-file", str(camera_clip))
+    page.fill("#upload-fps", "0.5")
+    page.click("#upload")
+    page.wait_for_selector("#upload-status[data-state=done]", timeout=120_000)
+    states = page.evaluate("window._uploadStates")
+    assert states[0] == "uploading" and states[-1] == "done", states
+    assert {"queued", "running"} & set(states), states
+    assert page.eval_on_selector("#upload-progress", "e => e.value") == 1
+    assert page.eval_on_selector("#job-progress", "e => e.value") == 1
+    sid = page.get_attribute("#selected-stream", "data-stream-id")
+    assert sid
+    view = _view(server, sid)
+    assert view["kind"] == "upload" and view["state"] == "done" and view["frames_encoded"] > 0, view
+    page.wait_for_function("() => document.querySelectorAll('#timeline .slot img.thumb').length > 0")
+    assert not page.is_visible("#error"), page.text_content("#error")
+
+
+def test_errors_are_shown(browser_page: BrowserPage, server: Server) -> None:
+    page = browser_page.page
+    page.goto(server.base + "/")
+    page.fill("#camera-url", "file:///etc/passwd")
+    page.click("#add-camera")
+    page.wait_for_selector("#error", state="visible")
+    text = page.text_content("#error") or ""
+    assert "scheme" in text.lower() or "forbidden" in text.lower() or "not allowed" in text.lower(), text
