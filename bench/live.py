@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-class _Latencies:
+class AppendLatencies:
     """Capture -> queryable latency of every appended frame, recorded where the append returns."""
 
     def __init__(self, rt: Runtime) -> None:
@@ -76,7 +76,7 @@ def _dropped(rt: Runtime, sids: list[str]) -> int:
     return sum(rt.live.status(s).frames_dropped for s in sids)
 
 
-def _step(rt: Runtime, lat: _Latencies, url: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def _step(rt: Runtime, lat: AppendLatencies, url: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     sids = [service.create_live_stream(rt, url, fps=1.0, name=f"cam{i}", check=False) for i in range(n)]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(rt.memory.next_seq(s) > 0 for s in sids):
@@ -109,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
                         live_max_streams=10_000)  # fmt: skip
     rt = runtime_for(settings)
     rt.backend()  # load the model before timing anything
-    lat = _Latencies(rt)
+    lat = AppendLatencies(rt)
     sup = LiveSupervisor(rt).start()
     steps: list[dict[str, Any]] = []
     try:

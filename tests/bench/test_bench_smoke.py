@@ -35,3 +35,22 @@ def test_memory_bench_tiny_reports_every_key(tmp_path) -> None:
         assert res[f"tokens_used_{h}"] <= res["budget"]
     assert res["frames_covered_24h"] == 86_400
     assert res["redis_bytes_ratio_24h_1h"] <= 1.1  # bounded storage: a day costs what an hour does
+
+
+def test_webrtc_bench_reports_latency_from_a_real_browser(tmp_path) -> None:
+    """``python -m bench webrtc``, short: Chromium's camera reaches the memory at the size it was sent."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "webrtc", "--json", "--sizes", "640x360", "--warmup", "3",
+         "--seconds", "4", "--fps", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/bin", "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout)
+    (step,) = res["steps"]
+    assert step["received"] == "640x360", step
+    assert step["frames"] >= 4 and step["state"] == "live", step
+    assert 0 < step["latency_p50_s"] <= step["latency_p95_s"], step
