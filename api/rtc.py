@@ -64,13 +64,13 @@ class Peers:
         self.rt, self.readers = rt, readers
         self.settings: Settings = rt.settings
         self.connections: dict[str, RTCPeerConnection] = {}
-        self._pending = 0
+        self._negotiating: set[object] = set()  # offers being answered: they count against the limit
         self._closing: set[asyncio.Task[None]] = set()
         if self.settings.webrtc_loopback:
             offer_loopback_candidates()
 
     def __len__(self) -> int:
-        return len(self.connections) + self._pending
+        return len(self.connections) + len(self._negotiating)
 
     def ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -91,14 +91,15 @@ class Peers:
             info = check_offer(sdp)
         except SdpError as e:
             raise ServiceError(e.code, str(e)) from None
-        self._pending += 1
+        place = object()
+        self._negotiating.add(place)
         try:
-            return await self._negotiate(sdp, fps=fps, budget=budget, name=name, audio=info.has_audio)
+            return await self._negotiate(sdp, place, fps=fps, budget=budget, name=name, audio=info.has_audio)
         finally:
-            self._pending -= 1
+            self._negotiating.discard(place)
 
     async def _negotiate(
-        self, sdp: str, *, fps: float | None, budget: int | None, name: str, audio: bool
+        self, sdp: str, place: object, *, fps: float | None, budget: int | None, name: str, audio: bool
     ) -> Answer:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers()))  # [] : no default STUN
         tracks: list[MediaStreamTrack] = []
@@ -126,11 +127,13 @@ class Peers:
             )
             source = TrackSource(video[0], self._track_config(fps), on_end=partial(self._ended, sid))
             self.connections[sid] = pc
+            self._negotiating.discard(place)  # counted once: as a connection now
             await run_in_threadpool(self.readers.adopt, sid, source)
-        except BaseException:
+        except BaseException as e:
+            await pc.close()
             if sid is not None:
                 self.connections.pop(sid, None)
-            await pc.close()
+                await run_in_threadpool(_give_up, self.rt, sid, e)
             raise
 
         @pc.on("connectionstatechange")
@@ -166,5 +169,14 @@ class Peers:
             task.add_done_callback(self._closing.discard)
 
     async def close_all(self) -> None:
+        """Close every connection (server shutdown), and wait for the closes already under way."""
         pcs, self.connections = list(self.connections.values()), {}
-        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+        await asyncio.gather(*(pc.close() for pc in pcs), *self._closing, return_exceptions=True)
+
+
+def _give_up(rt: Runtime, sid: str, error: BaseException) -> None:
+    """A stream whose connection failed to start: stopped, saying why (never left "connecting")."""
+    try:
+        rt.records.set_stream_state(sid, "stopped", error=f"the WebRTC connection could not start: {error!r}")
+    except Exception:
+        log.exception("stream %s: could not record that its connection failed to start", sid)

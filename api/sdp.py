@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from aiortc.codecs import CODECS
+from aiortc.rtcdtlstransport import X509_DIGEST_ALGORITHMS
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import MediaDescription, SessionDescription
 
@@ -84,6 +85,10 @@ def _check_transport(m: MediaDescription) -> None:
             "bad_sdp",
             f"the offer's {m.kind} section has no DTLS fingerprint and role (a=fingerprint, a=setup)",
         )
+    if not any(f.algorithm.lower() in X509_DIGEST_ALGORITHMS for f in m.dtls.fingerprints):
+        shown = ", ".join(f.algorithm for f in m.dtls.fingerprints)
+        usable = ", ".join(X509_DIGEST_ALGORITHMS)
+        raise SdpError("bad_sdp", f"the offer's DTLS fingerprints ({shown}) use none of {usable}")
 
 
 _RTPMAP = re.compile(r"^a=rtpmap:(\d+) ([A-Za-z0-9_-]+)/", re.MULTILINE)

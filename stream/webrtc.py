@@ -116,6 +116,12 @@ class TrackSource(QueuedFeed):
 
     def _spawn(self) -> None:
         self._task = self._loop.create_task(self._consume(), name="vidmem-webrtc-track")
+        self._task.add_done_callback(self._consumed)  # also runs if it is cancelled before it starts
+
+    def _consumed(self, _: asyncio.Task[None]) -> None:
+        self._finish()
+        if self._on_end is not None:
+            self._on_end()
 
     def stop(self) -> None:
         """Stop consuming (state "stopped", unless it had already ended); queued frames stay readable."""
@@ -164,14 +170,12 @@ class TrackSource(QueuedFeed):
         except Exception as exc:  # a decoder or conversion bug: end the stream visibly, never hang it
             logger.exception("webrtc track consumer failed")
             self.end(f"internal error reading the track ({type(exc).__name__})")
-        finally:
-            self._finish()
-            if self._on_end is not None:
-                self._on_end()
 
     def _on_frame(self, vf: VideoFrame) -> None:
         wall, t = time.time(), time.monotonic() - self._t0
         with self._lock:
+            if self._stats.state in ("stopped", "ended"):  # ended in the same loop turn: final
+                return
             self._stats = dataclasses.replace(
                 self._stats, state="live", last_frame_wall=wall, resolution=(vf.width, vf.height)
             )

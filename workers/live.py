@@ -114,6 +114,7 @@ class StreamReader:
         self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
         self._reported = LiveStats()
         self._drained = False  # the feed ended and every frame it gave was handed over
+        self._unsent: list[Frame] = []  # a batch whose hand-over failed, to send again (``_resync``)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
 
@@ -127,12 +128,12 @@ class StreamReader:
 
     def heartbeat(self) -> bool:
         """Renew the lease and report; False when this reader is finished (it then closes itself)."""
-        if self._stop.is_set():  # the hand-over thread ended: the feed is over, the lease lost, or a failure
-            self._close_later(release=self._drained)
-            return False
-        if self.source.state == "stopped":  # the source's reader thread died (a bug): let it be restarted
+        if self.resumable and self.source.state == "stopped":  # its thread died (a bug): let it restart
             log.error("stream %s: the live source stopped by itself; releasing the stream", self.sid)
             self._close_later(release=True)
+            return False
+        if self._stop.is_set():  # the hand-over thread ended: the feed is over, the lease lost, or a failure
+            self._close_later(release=self._drained)
             return False
         try:
             state = self.rt.records.stream(self.sid).state
@@ -145,25 +146,40 @@ class StreamReader:
         try:
             self.lease.renew()
         except LeaseLost:
-            log.warning("stream %s: lease lost; another ingest process reads it now", self.sid)
-            self._close_later(release=False)
-            return False
+            # Nobody else reads a feed held by this process (it is not in vm:live): after a Redis outage
+            # or a long pause, take the lease again and go on.
+            if not self.resumable and self.lease.try_acquire():
+                log.warning("stream %s: lease had expired; taken again", self.sid)
+            else:
+                log.warning("stream %s: lease lost; another ingest process reads it now", self.sid)
+                self._close_later(release=False)
+                return False
         self._report()
         return True
 
     def close(self, release: bool) -> None:
-        """Stop the source and the hand-over thread; give the lease back if asked (a clean shutdown)."""
-        self._stop.set()
+        """Stop the source and the hand-over thread; give the lease back if asked (a clean shutdown).
+
+        A feed nobody else can read (WebRTC) first gets its queued frames handed over, and its stream
+        is then over: "done" (a stream already "stopped" stays so).
+        """
         self.source.stop()
+        if not self.resumable:
+            self._thread.join(2)  # the hand-over thread drains the queue and returns
+        self._stop.set()
         self._thread.join(5)
         if release:
             try:
                 self.lease.renew()
                 self._report()
             except LeaseLost:
-                return
-            if not self.resumable:  # nobody else can read this feed: the stream is over
-                self.rt.records.set_stream_state(self.sid, "done")  # ("stopped" stays: it is final)
+                release = False
+        if not self.resumable:
+            try:
+                self.rt.records.set_stream_state(self.sid, "done")
+            except Exception:
+                log.exception("stream %s: could not mark it done", self.sid)
+        if release:
             self.lease.release()
 
     def _close_later(self, release: bool) -> None:
@@ -201,26 +217,63 @@ class StreamReader:
     # ---- hand-over thread ----
 
     def _run(self) -> None:
+        """Hand frames over until stopped, or the feed is drained. A resumable reader that fails exits
+        (the supervisor, or another process, starts a new one); one that holds a feed nobody else can
+        read retries every second, re-reading where the stream's sequence stands."""
+        retry = False
         try:
-            self._resend_inflight()
-            self._loop()
-        except NotOwner as e:
-            log.warning("%s", e)
-        except Exception:
-            log.exception("stream %s: reader failed; it will be restarted", self.sid)
+            while not self._stop.is_set():
+                try:
+                    if retry:
+                        self._resync()
+                    self._resend_inflight()
+                    self._loop()
+                    return
+                except Exception as e:
+                    if self.resumable or self._over():
+                        if isinstance(e, NotOwner):
+                            log.warning("%s", e)
+                        else:
+                            log.exception("stream %s: reader failed; it will be restarted", self.sid)
+                        return
+                    log.exception("stream %s: hand-over failed; retrying", self.sid)
+                    retry = True
+                    self._stop.wait(1.0)
         finally:
             self._stop.set()
 
+    def _resync(self) -> None:
+        """After a failed hand-over: continue from the stream's recorded sequence and time. A batch whose
+        dispatch raised but was stored (the reply was lost) is not sent again."""
+        status = self.rt.live.status(self.sid)
+        if self._unsent and status.frames_sampled >= self.next_seq + len(self._unsent):
+            self._unsent = []
+        self.next_seq = status.frames_sampled
+        if status.last_pts is not None:
+            self.last_pts = max(self.last_pts, status.last_pts)
+
+    def _over(self) -> bool:
+        """Whether the stream was stopped or deleted (then a refused hand-over is final)."""
+        try:
+            return self.rt.records.stream(self.sid).state == "stopped"
+        except UnknownStreamRecord:
+            return True
+        except Exception:
+            return False
+
     def _loop(self) -> None:
         s = self.rt.settings
+        if self._unsent:  # a batch whose hand-over failed: it goes first
+            batch, self._unsent = self._unsent, []
+            self._hand_over(batch)
         while not self._stop.is_set():
             if self.next_seq - self.rt.memory.next_seq(self.sid) >= s.live_inflight:
                 self._stop.wait(0.05)  # backpressure: the source's queue fills and it drops frames
                 continue
             first = self.source.get(0.2)
             if first is None:
-                if self.source.state == "ended" and not self.source.qsize():
-                    self._drained = True
+                if self.source.state in ("ended", "stopped") and not self.source.qsize():
+                    self._drained = self.source.state == "ended"
                     return
                 continue
             batch = [first]
@@ -229,16 +282,23 @@ class StreamReader:
             self._hand_over(batch)
 
     def _hand_over(self, batch: list[Frame]) -> None:
+        """Number, time and dispatch ``batch``; if the dispatch fails it is kept in ``_unsent`` (and
+        ``_resync`` decides whether it was stored after all)."""
         created = self.rec.created_at
         frames = []
+        last_pts = self.last_pts
         for i, f in enumerate(batch):
             wall = self._clock.wall(f) if self._clock is not None else f.wall_time
             if wall is None:
                 wall = created + f.pts
-            pts = max(wall - created, self.last_pts + 1e-3)  # strictly increasing across readers
-            frames.append(dataclasses.replace(f, seq=self.next_seq + i, pts=pts, wall_time=wall))
-            self.last_pts = pts
-        key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
+            last_pts = max(wall - created, last_pts + 1e-3)  # strictly increasing across readers
+            frames.append(dataclasses.replace(f, seq=self.next_seq + i, pts=last_pts, wall_time=wall))
+        try:
+            key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
+        except Exception:
+            self._unsent = batch
+            raise
+        self.last_pts = last_pts
         self.next_seq += len(frames)
         self.rt.submit("encode", "", self.sid, key)
         if self._resume_wall is not None:
@@ -320,7 +380,11 @@ class LiveSupervisor:
         lease = Lease(self.rt.redis, self.rt.live.lease_key(sid), ttl_s=self.rt.settings.live_lease_s)
         if not lease.try_acquire():
             raise RuntimeError(f"stream {sid} is already being read")
-        reader = StreamReader(self.rt, sid, lease, self.owner, source=source).start()
+        try:
+            reader = StreamReader(self.rt, sid, lease, self.owner, source=source).start()
+        except BaseException:
+            lease.release()
+            raise
         with self._lock:
             self.readers[sid] = reader
 

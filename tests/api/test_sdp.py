@@ -291,3 +291,10 @@ def test_hints_keep_lf_line_endings_and_every_video_section() -> None:
 def test_no_video_formats_no_change() -> None:
     sdp = HEAD + video("98 VP9/90000", "a=fmtp:98 profile-id=0") + audio()
     assert with_bitrate_hints(sdp, start_kbps=2500, min_kbps=800, max_kbps=6000) == sdp
+
+
+def test_fingerprint_in_an_algorithm_aiortc_cannot_check_is_bad_sdp() -> None:
+    sdp = HEAD + video("96 VP8/90000")
+    sdp = sdp.replace("a=fingerprint:sha-256 ", "a=fingerprint:md5 ")
+    err = refused(sdp)
+    assert err.code == "bad_sdp" and "md5" in str(err), err

@@ -296,3 +296,26 @@ def test_rejects_audio_tracks_and_bad_configs(loop: LoopThread) -> None:
     for config in bad:
         with pytest.raises(ValueError):
             TrackConfig(**config)
+
+
+def test_a_frame_after_the_end_does_not_revive_the_source(loop: LoopThread) -> None:
+    """The connection fails (``end``) in the same loop turn as a frame is delivered: ended stays final."""
+    ends = Ends()
+    src = TrackSource(FakeTrack(count=0), TrackConfig(fps=50), loop=loop.loop, on_end=ends)
+    frame = av.VideoFrame.from_ndarray(pattern(1, SIZE), format="rgb24")
+    src.end("the WebRTC connection failed")
+    src._on_frame(frame)  # what the consumer task does next, had recv() already returned this frame
+    assert src.state == "ended" and src.stats.frames_sampled == 0 and src.qsize() == 0
+    src.stop()
+    assert src.state == "ended"
+
+
+def test_on_end_runs_when_stopped_before_the_consumer_started(loop: LoopThread) -> None:
+    """stop() right after start(), before the task's first step: the connection is still let go."""
+    ends = Ends()
+    src = TrackSource(FakeTrack(count=None), TrackConfig(fps=50), loop=loop.loop, on_end=ends)
+    src.start()
+    src.stop()
+    assert ends.called.wait(5), "on_end was not called"
+    time.sleep(0.2)
+    assert ends.calls == 1 and src.state == "stopped"

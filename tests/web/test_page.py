@@ -68,13 +68,6 @@ def test_share_camera_ask_and_timeline(browser_page: BrowserPage, server: Server
     )
     grown = f"() => [...document.querySelectorAll('#timeline .slot')].some(e => +e.dataset.slotId > {newest})"
     page.wait_for_function(grown, timeout=20_000)  # refreshed: slots of newer frames appear
-    slots = page.eval_on_selector_all(
-        "#timeline .slot", "els => els.map(e => [Number(e.dataset.slotId), Number(e.dataset.tokens)])"
-    )
-    memory = httpx.get(f"{server.base}/v1/streams/{sid}/memory", timeout=10).json()
-    api_slots = {s["slot_id"]: s["tokens"] for s in memory["slots"]}
-    assert all(api_slots.get(i, t) == t for i, t in slots), (slots, api_slots)
-    assert all(t > 0 for _, t in slots)
 
     # A question typed in the page: the answer streams in, piece by piece.
     page.evaluate(
@@ -98,6 +91,18 @@ def test_share_camera_ask_and_timeline(browser_page: BrowserPage, server: Server
 
     page.click("#stop-share")
     wait_until(lambda: _view(server, sid)["state"] == "stopped", 10, "the stream stopped")
+
+    # Once the memory stops changing, the timeline shows exactly its slots and token counts.
+    def page_slots() -> list[list[int]]:
+        js = "els => els.map(e => [Number(e.dataset.slotId), Number(e.dataset.tokens)])"
+        return page.eval_on_selector_all("#timeline .slot", js)  # type: ignore[no-any-return]
+
+    def api_slots() -> list[list[int]]:
+        memory = httpx.get(f"{server.base}/v1/streams/{sid}/memory", timeout=10).json()
+        return [[m["slot_id"], m["tokens"]] for m in memory["slots"]]
+
+    wait_until(lambda: (p := page_slots()) == api_slots() and p, 15, "the timeline showing the final memory")
+    assert all(t > 0 for _, t in page_slots())
 
 
 def test_killing_the_browser_ends_the_stream(browser_page: BrowserPage, server: Server) -> None:

@@ -1,15 +1,20 @@
-"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, and HLS
-frame times come from the stream's clock, not from when a burst was decoded."""
+"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, HLS frame times
+come from the stream's clock, not from when a burst was decoded, and a feed only this process can read
+(a WebRTC track) survives Redis hiccups, hands over everything it queued, and ends its stream."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import redis
 
+from stream.feed import QueuedFeed
 from stream.frames import Frame
 from vidmem.settings import Settings
+from workers import service
 from workers.live import LiveSupervisor, SourceClock
 from workers.runtime import Runtime
 
@@ -55,3 +60,124 @@ def test_hls_times_follow_the_stream_clock() -> None:
     # So does a jump ahead (a long outage), and a frame without a decoder time keeps its wall time.
     assert clock.wall(_f(500.0, 1200.0)) == 1200.0
     assert clock.wall(_f(None, 1300.0)) == 1300.0
+
+
+class _Feed(QueuedFeed):
+    """A FrameFeed the test fills by hand (as a WebRTC track would), and ends."""
+
+    shown = "test feed"
+
+    def __init__(self) -> None:
+        super().__init__(queue_size=64)
+        self.t0 = time.time()
+
+    def start(self) -> _Feed:
+        return self
+
+    def stop(self) -> None:
+        if self.state != "ended":
+            self._update(state="stopped")
+        self._finish()
+
+    def push(self, n: int) -> None:
+        for _ in range(n):
+            seq = self.stats.frames_sampled
+            wall = self.t0 + seq * 0.5
+            self._update(state="live", last_frame_wall=wall)
+            self._offer(Frame(seq=seq, pts=seq * 0.5, image=np.zeros((4, 4, 3), np.uint8), wall_time=wall))
+
+    def end(self) -> None:
+        self._update(state="ended", last_error="the browser closed the connection")
+        self._finish()
+
+
+def _wait(cond: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _webrtc_runtime(fake_redis: redis.Redis, **settings: Any) -> tuple[Runtime, list[tuple[Any, ...]]]:
+    """An embedded runtime whose encode tasks are only recorded (no model): what was handed over."""
+    rt = Runtime.create(
+        Settings(redis_url=None, live_heartbeat_s=0.05, live_lease_s=0.5, encode_batch=4, **settings),
+        client=fake_redis,
+    )
+    submitted: list[tuple[Any, ...]] = []
+    rt.submit = lambda queue, *args: submitted.append((queue, *args))  # type: ignore[method-assign]
+    return rt, submitted
+
+
+def _handed_over(rt: Runtime, sid: str) -> list[int]:
+    return sorted(seq for key in rt.frames.inflight(sid) for seq in rt.frames.seqs(key))
+
+
+def test_an_adopted_feed_survives_a_failed_hand_over_and_an_expired_lease(fake_redis: redis.Redis) -> None:
+    rt, submitted = _webrtc_runtime(fake_redis)
+    sid = service.create_webrtc_stream(rt)
+    dispatch, failures = rt.live.dispatch, []
+
+    def flaky(*args: Any) -> str:
+        if len(failures) < 2:  # Redis goes away twice, after the chunk was stored the first time
+            failures.append(1)
+            if len(failures) == 1:
+                dispatch(*args)
+            raise redis.ConnectionError("Redis went away for a moment")
+        return dispatch(*args)
+
+    rt.live.dispatch = flaky  # type: ignore[method-assign]
+    feed = _Feed()
+    sup = LiveSupervisor(rt, claim=False).start()
+    try:
+        sup.adopt(sid, feed)
+        feed.push(4)
+        _wait(lambda: rt.live.status(sid).frames_sampled >= 4, "the first chunk handed over")
+        fake_redis.delete(rt.live.lease_key(sid))  # the lease expired during an outage: nobody else reads it
+        time.sleep(0.3)
+        feed.push(6)
+        _wait(lambda: rt.live.status(sid).frames_sampled >= 8, "hand-over going on after the failures")
+        assert sid in sup.readers and rt.records.stream(sid).state == "live"
+        feed.end()
+        _wait(lambda: rt.records.stream(sid).state == "done", "the stream done once the feed ended")
+    finally:
+        sup.stop()
+    # The chunk whose queueing failed was queued again; no seq is handed over twice or skipped.
+    seqs = _handed_over(rt, sid)
+    assert seqs == sorted(set(seqs)) and seqs[:4] == [0, 1, 2, 3], seqs
+    assert len(seqs) == rt.live.status(sid).frames_sampled
+    assert {args[-1] for q, *args in submitted if q == "encode"} == set(rt.frames.inflight(sid))
+    assert sid not in sup.readers and fake_redis.get(rt.live.lease_key(sid)) is None
+
+
+def test_an_ended_feed_hands_over_its_queue_then_the_stream_is_done(fake_redis: redis.Redis) -> None:
+    rt, _ = _webrtc_runtime(fake_redis)
+    sid = service.create_webrtc_stream(rt)
+    feed = _Feed()
+    feed.push(7)
+    feed.end()  # the browser left with 7 frames still queued
+    sup = LiveSupervisor(rt, claim=False).start()
+    try:
+        sup.adopt(sid, feed)
+        _wait(lambda: rt.records.stream(sid).state == "done", "the stream done")
+    finally:
+        sup.stop()
+    assert _handed_over(rt, sid) == list(range(7))
+    assert rt.live.status(sid).last_error == "the browser closed the connection"
+
+
+def test_a_deleted_webrtc_stream_stays_stopped(fake_redis: redis.Redis) -> None:
+    rt, _ = _webrtc_runtime(fake_redis)
+    sid = service.create_webrtc_stream(rt)
+    feed = _Feed()
+    sup = LiveSupervisor(rt, claim=False).start()
+    try:
+        sup.adopt(sid, feed)
+        feed.push(2)
+        _wait(lambda: rt.live.status(sid).frames_sampled == 2, "frames handed over")
+        service.delete_stream(rt, sid, purge=False)
+        _wait(lambda: feed.state == "stopped", "the reader closed its feed")
+        _wait(lambda: sid not in sup.readers, "the reader gone")
+    finally:
+        sup.stop()
+    assert rt.records.stream(sid).state == "stopped"
