@@ -8,9 +8,10 @@ const state = {
   streams: [], // last GET /v1/streams
   memKey: null, // "stream_id@version" of the rendered timeline
   memPeak: 1, // the most tokens one slot of the selected stream has cost: bars shrink as it compresses
-  share: null, // {kind, media, pc, streamId, timer}
+  share: null, // {kind, media, pc, streamId, timer, released}: set from the click on, before the media opens
   ask: null, // AbortController of the answer being read
   jobTimer: null,
+  jobGen: 0, // bumped by each upload: a job poller of an older one stops
   pollErrors: new Map(), // poller -> message last shown (so a dead server is not re-announced every tick)
 };
 
@@ -166,7 +167,13 @@ function renderStreams() {
   $("streams-empty").hidden = state.streams.length > 0;
 }
 
-async function refreshStreams() {
+// One request at a time (a slow server must not pile them up): a call while one is out gets that one.
+function refreshStreams() {
+  if (!state.streamsBusy) state.streamsBusy = loadStreams().finally(() => (state.streamsBusy = null));
+  return state.streamsBusy;
+}
+
+async function loadStreams() {
   try {
     const { streams } = await api("GET", "/v1/streams");
     pollOk("streams");
@@ -407,6 +414,7 @@ function upload() {
   }
   clearError();
   clearTimeout(state.jobTimer);
+  const gen = ++state.jobGen;
   $("upload-progress").value = 0;
   $("job-progress").value = 0;
   $("upload").disabled = true;
@@ -431,7 +439,7 @@ function upload() {
     const { job_id, stream_id } = JSON.parse(xhr.responseText);
     setUploadStatus("queued", "uploaded; queued for encoding…");
     refreshStreams().then(() => selectStream(stream_id));
-    pollJob(job_id, stream_id);
+    pollJob(job_id, stream_id, gen);
   };
   xhr.send(form);
 }
@@ -444,15 +452,17 @@ function jobText(job) {
   return `encoding… ${pct}% · ${job.frames_encoded} of ${job.frames_sampled} sampled frames encoded`;
 }
 
-async function pollJob(jobId, streamId) {
+async function pollJob(jobId, streamId, gen) {
   let job;
   try {
     job = await api("GET", `/v1/jobs/${enc(jobId)}`);
+    if (gen !== state.jobGen) return; // a newer upload took over
     pollOk("job");
   } catch (e) {
+    if (gen !== state.jobGen) return;
     pollFailed("job", e);
     if (e.status === 404) return setUploadStatus("failed", `job ${jobId} is gone`);
-    state.jobTimer = setTimeout(() => pollJob(jobId, streamId), 2000);
+    state.jobTimer = setTimeout(() => pollJob(jobId, streamId, gen), 2000);
     return;
   }
   $("job-progress").value = job.state === "done" ? 1 : job.progress;
@@ -464,7 +474,7 @@ async function pollJob(jobId, streamId) {
     refreshMemory();
     return refreshStreams();
   }
-  state.jobTimer = setTimeout(() => pollJob(jobId, streamId), 500);
+  state.jobTimer = setTimeout(() => pollJob(jobId, streamId, gen), 500);
 }
 
 // --------------------------------------------------------------------------------------------- sharing
@@ -518,42 +528,50 @@ async function openMedia(kind) {
 }
 
 async function startShare(kind) {
-  if (state.share) await stopShare();
+  stopShare(); // defensive: the buttons are disabled while a share starts or runs
   clearError();
-  let media;
-  try {
-    media = await openMedia(kind);
-  } catch (e) {
-    return showError(mediaError(e, kind));
-  }
-  const share = { kind, media, pc: null, streamId: null, timer: null };
-  state.share = share;
+  const share = { kind, media: null, pc: null, streamId: null, timer: null };
+  state.share = share; // before the first await, so that a second click or a Stop sees this share
   setSharing(true);
-  $("preview").srcObject = media;
-  setShareStatus(share, "opening…");
-  const track = media.getVideoTracks()[0];
+  setShareStatus(share, `opening the ${kind}…`);
+  // After each await this share may have been stopped (Stop, the browser's UI) or replaced: then what it
+  // acquired since is released too (stopShare may be called again for the same share).
+  const gone = () => state.share !== share;
+  try {
+    share.media = await openMedia(kind);
+  } catch (e) {
+    if (!gone()) showError(mediaError(e, kind));
+    return stopShare(share);
+  }
+  if (gone()) return stopShare(share);
+  $("preview").srcObject = share.media;
+  const track = share.media.getVideoTracks()[0];
   track.addEventListener("ended", () => stopShare(share)); // stopped from the browser's own UI
   try {
     const cfg = await api("GET", "/v1/webrtc/config");
+    if (gone()) return stopShare(share);
     const pc = new RTCPeerConnection({ iceServers: cfg.ice_servers || [] });
     share.pc = pc;
     pc.addEventListener("connectionstatechange", () => onPeerState(share));
     pc.addTransceiver(track, { direction: "sendonly" });
     await pc.setLocalDescription(await pc.createOffer());
+    if (gone()) return stopShare(share);
     setShareStatus(share, "gathering ICE candidates…");
     await iceGathered(pc);
-    if (state.share !== share) return;
+    if (gone()) return stopShare(share);
     const ans = await api("POST", "/v1/webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer", name: kind });
     share.streamId = ans.stream_id;
-    if (state.share !== share) return void api("DELETE", `/v1/streams/${enc(ans.stream_id)}`).catch(showError);
+    if (gone()) return stopShare(share); // DELETEs the stream just made
     await pc.setRemoteDescription({ type: "answer", sdp: ans.sdp });
+    if (gone()) return stopShare(share);
     setShareStatus(share);
     await refreshStreams();
+    if (gone()) return stopShare(share);
     selectStream(share.streamId);
     share.timer = setInterval(() => pollLive(share), 1000);
     pollLive(share);
   } catch (e) {
-    showError(e.code ? e : apiError("webrtc_error", `WebRTC setup failed: ${e.message}`));
+    if (!gone()) showError(e.code ? e : apiError("webrtc_error", `WebRTC setup failed: ${e.message}`));
     stopShare(share);
   }
 }
@@ -573,6 +591,12 @@ async function pollLive(share) {
     const s = await api("GET", `/v1/streams/${enc(share.streamId)}`);
     pollOk("live");
     if (state.share !== share) return;
+    if (s.state === "done" || s.state === "stopped") {
+      // The server ended it (its watchdog, a DELETE from elsewhere, a shutdown): end the share here too.
+      stopShare(share, `The server ended stream ${share.streamId} (${s.state}).`);
+      if (s.last_error) showError(apiError("stream_ended", `the server ended the stream: ${s.last_error}`));
+      return;
+    }
     $("live-state").textContent = s.state;
     $("live-frames").textContent = `${s.frames_encoded} / ${s.frames_sampled ?? "–"}`;
     $("live-tokens").textContent = `${s.tokens_used} / ${s.budget}`;
@@ -582,30 +606,35 @@ async function pollLive(share) {
     $("live-error").hidden = !s.last_error;
     $("live-error").textContent = s.last_error || "";
   } catch (e) {
+    if (e.status === 404 && state.share === share) return stopShare(share, `Stream ${share.streamId} was deleted.`);
     pollFailed("live", e);
   }
 }
 
-async function stopShare(share = state.share) {
-  if (!share || share.stopped) return;
-  share.stopped = true;
+// Ends a share: stops its media, closes its pc and DELETEs its server stream, unless the server has ended
+// it (`ended` then says so). Safe to call again: it releases what the share acquired since, DELETEs once.
+async function stopShare(share = state.share, ended = null) {
+  if (!share) return;
   clearInterval(share.timer);
-  share.media.getTracks().forEach((t) => t.stop());
+  share.media?.getTracks().forEach((t) => t.stop());
   share.pc?.close();
   if (state.share === share) {
     state.share = null;
     $("preview").srcObject = null;
     setSharing(false);
-    setShareStatus(null, share.streamId ? `Stopped sharing (stream ${share.streamId} kept).` : "Not sharing.");
+    const kept = share.streamId ? `Stopped sharing (stream ${share.streamId} kept).` : "Not sharing.";
+    setShareStatus(null, ended || kept);
   }
-  if (share.streamId) {
+  if (!share.streamId || share.released) return;
+  share.released = true;
+  if (!ended) {
     try {
       await api("DELETE", `/v1/streams/${enc(share.streamId)}`);
     } catch (e) {
       if (e.status !== 404) showError(e);
     }
-    refreshStreams();
   }
+  refreshStreams();
 }
 
 // ------------------------------------------------------------------------------------------------ init
