@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import av
-import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from tests.stream.clips import pattern
 
 T = TypeVar("T")
 
@@ -60,18 +61,6 @@ class LoopThread:
             self._thread.join(10)
             if not self._thread.is_alive():
                 self.loop.close()
-
-
-def pattern(i: int, size: tuple[int, int]) -> np.ndarray:
-    """Frame ``i`` of a moving gradient, [H, W, 3] uint8 RGB (never two identical frames in a row)."""
-    w, h = size
-    x = np.arange(w, dtype=np.int32)[None, :]
-    y = np.arange(h, dtype=np.int32)[:, None]
-    img = np.empty((h, w, 3), dtype=np.uint8)
-    img[..., 0] = ((x * 2 + i * 9) % 256).astype(np.uint8)
-    img[..., 1] = ((y * 2 + i * 5) % 256).astype(np.uint8)
-    img[..., 2] = ((x + y + i * 13) % 256).astype(np.uint8)
-    return img
 
 
 class SyntheticTrack(MediaStreamTrack):

@@ -282,7 +282,10 @@ def thumbnail_at(rt: Runtime, stream_id: str, t: float) -> tuple[int, float, flo
     if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
     slot = min(slots, key=lambda s: 0.0 if s.t0 <= t <= s.t1 else min(abs(t - s.t0), abs(t - s.t1)))
-    return slot.slot_id, slot.t0, slot.t1, thumbnail(rt, stream_id, slot.slot_id)
+    data = rt.memory.thumbnail(stream_id, slot.slot_id)
+    if data is None:  # merged away since the state was read
+        raise ServiceError("unknown_slot", f"stream {stream_id} has no slot {slot.slot_id} any more")
+    return slot.slot_id, slot.t0, slot.t1, data
 
 
 def ask(

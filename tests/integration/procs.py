@@ -65,3 +65,19 @@ def stop_all(procs: list[Proc]) -> None:
         p.stop()
     for p in procs:
         print(f"--- {p.log.name}\n{p.tail(1500)}")
+
+
+def distributed_env(redis_url: str, model_cache: Path, **settings: object) -> dict[str, str]:
+    """The environment of vidmem processes sharing ``redis_url``: the tiny model, small frames, and
+    ``settings`` as ``VIDMEM_<NAME>`` (e.g. ``live_lease_s=3``)."""
+    return os.environ | {
+        "VIDMEM_REDIS_URL": redis_url,
+        "VIDMEM_MODEL": "tiny",
+        "VIDMEM_MODEL_CACHE": str(model_cache),
+        "VIDMEM_FRAME_SIZE": "64",
+        "PYTHONUNBUFFERED": "1",
+        **{
+            f"VIDMEM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
+            for k, v in settings.items()
+        },
+    }

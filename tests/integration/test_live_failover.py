@@ -8,7 +8,6 @@ within seconds, and the memory goes on with no frame twice and no time repeated.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer
 from workers.live import TAKEOVER
@@ -35,18 +34,10 @@ def live_cluster(
 ) -> Iterator[tuple[str, dict[str, Proc]]]:
     """API + two ingest processes + an encode/answer worker on a real Redis. Yields (base URL, ingests)."""
     redis.Redis.from_url(redis_server.url).flushdb()
-    env = os.environ | {
-        "VIDMEM_REDIS_URL": redis_server.url,
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(tmp_path_factory.getbasetemp() / "models"),
-        "VIDMEM_TORCH_THREADS": "1",
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_LIVE_LEASE_S": str(LEASE_S),
-        "VIDMEM_LIVE_HEARTBEAT_S": "0.5",
-        "VIDMEM_LIVE_OPEN_TIMEOUT_S": "3",
-        "VIDMEM_LIVE_READ_TIMEOUT_S": "2",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = distributed_env(
+        redis_server.url, tmp_path_factory.getbasetemp() / "models", live_lease_s=LEASE_S,
+        live_heartbeat_s=0.5, live_open_timeout_s=3, live_read_timeout_s=2,
+    )  # fmt: skip
     port = free_port()
     ingests = {n: Proc(n, [*VIDMEM, "ingest", "--name", n], env, tmp_path) for n in ("ingest-a", "ingest-b")}
     procs = [

@@ -11,7 +11,6 @@ server's connection and leaves no frame chunk behind in Redis.
 from __future__ import annotations
 
 import itertools
-import os
 import re
 import socket
 import time
@@ -26,7 +25,7 @@ import redis
 from aiortc.contrib.media import MediaPlayer
 
 from tests.conftest import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
 from tests.rtc_peers import BrowserPeer, LoopThread
 from tests.stream.clips import make_clip
 from tests.stream.live_helpers import wait_until
@@ -55,19 +54,11 @@ def rtc_cluster(
     """The API (``vidmem serve --redis-url``) and an encode/answer Celery worker on a real Redis."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushdb()
-    env = os.environ | {
-        "VIDMEM_REDIS_URL": redis_server.url,
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(tmp_path_factory.getbasetemp() / "models"),
-        "VIDMEM_TORCH_THREADS": "1",
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_LIVE_LEASE_S": "3",
-        "VIDMEM_LIVE_HEARTBEAT_S": str(HEARTBEAT_S),
-        "VIDMEM_WEBRTC_WATCHDOG_S": str(WATCHDOG_S),
-        "VIDMEM_WEBRTC_CONNECT_TIMEOUT_S": "10",
-        "VIDMEM_WEBRTC_LOOPBACK": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = distributed_env(
+        redis_server.url, tmp_path_factory.getbasetemp() / "models", live_lease_s=3,
+        live_heartbeat_s=HEARTBEAT_S, webrtc_watchdog_s=WATCHDOG_S, webrtc_connect_timeout_s=10,
+        webrtc_loopback=True,
+    )  # fmt: skip
     port = free_port()
     worker_args = [*VIDMEM, "worker", "--queues", "encode,answer", "--name", "gpu@%h"]
     worker = Proc("encode", worker_args, env, tmp_path)

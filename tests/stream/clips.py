@@ -32,7 +32,7 @@ DEFAULT_CODEC = next(c for c in ("libx264", "h264", "mpeg4") if _encoder_availab
 """Best H.264-ish encoder the bundled FFmpeg offers (libx264 on the PyPI wheels)."""
 
 
-def _pattern(i: int, size: tuple[int, int]) -> np.ndarray:
+def pattern(i: int, size: tuple[int, int]) -> np.ndarray:
     """Frame ``i`` of a moving gradient: [H, W, 3] uint8 RGB for size (W, H)."""
     w, h = size
     x = np.arange(w, dtype=np.int32)[None, :]
@@ -92,7 +92,7 @@ def make_clip(
         v = _video_stream(out, codec, Fraction(fps), size, gop, Fraction(1, fps))
         a = out.add_stream("aac", rate=16000) if audio else None
         for i in range(n):
-            frame = av.VideoFrame.from_ndarray(_pattern(i, size), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pattern(i, size), format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             out.mux(v.encode(frame))
@@ -117,7 +117,7 @@ def make_vfr_clip(
     with av.open(str(path), "w") as out:
         v = _video_stream(out, codec, Fraction(25), size, gop, tb)
         for i, t in enumerate(pts_list):
-            frame = av.VideoFrame.from_ndarray(_pattern(i, size), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(pattern(i, size), format="rgb24")
             frame.pts = round(t * 1000)
             frame.time_base = tb
             out.mux(v.encode(frame))

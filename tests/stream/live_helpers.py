@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from stream.feed import QueuedFeed
 from stream.frames import Frame
-from stream.live import LiveSource
 
 T = TypeVar("T")
 
@@ -35,8 +35,8 @@ def wait_until(cond: Callable[[], T], timeout_s: float, what: str) -> T:
         time.sleep(0.1)
 
 
-def collect(src: LiveSource, seconds: float) -> list[Frame]:
-    """The frames ``src`` gives during ``seconds``."""
+def collect(src: QueuedFeed, seconds: float) -> list[Frame]:
+    """The frames ``src`` (a LiveSource or a TrackSource) gives during ``seconds``."""
     frames: list[Frame] = []
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from stream.frames import Frame
 from stream.webrtc import PEER_LEFT, TrackConfig, TrackSource
-from tests.rtc_peers import LoopThread, pattern
-from tests.stream.live_helpers import wait_for, wait_until
+from tests.rtc_peers import LoopThread
+from tests.stream.clips import pattern
+from tests.stream.live_helpers import collect, wait_for, wait_until
 
 SIZE = (320, 240)
 
@@ -112,22 +112,11 @@ def make_source(loop: LoopThread) -> Iterator[MakeSource]:
         src.stop()
 
 
-def drain(src: TrackSource, seconds: float) -> list[Frame]:
-    """Every frame ``src`` gives during ``seconds``."""
-    frames: list[Frame] = []
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        f = src.get(timeout_s=left)
-        if f is not None:
-            frames.append(f)
-    return frames
-
-
 def test_samples_fps_frames_per_second_of_wall_time(make_source: MakeSource) -> None:
     src, _ = make_source(FakeTrack(fps=40), fps=5.0, size=(64, 48))
     assert src.shown == "webrtc"
     started = time.monotonic()
-    frames = drain(src, 2.0)
+    frames = collect(src, 2.0)
     elapsed = time.monotonic() - started
     # ~5 per second: one per 0.2 s target (the first at t=0), a frame every 25 ms comes close to each.
     assert abs(len(frames) - 5 * elapsed) <= 2, (len(frames), elapsed)
@@ -157,7 +146,7 @@ def test_sampling_is_by_arrival_time_not_frame_timestamps(make_source: MakeSourc
     wait_until(lambda: src.stats.resolution is not None, 5, "the burst")
     time.sleep(0.3)
     assert src.stats.frames_sampled == 1
-    assert len(drain(src, 0.2)) == 1
+    assert len(collect(src, 0.2)) == 1
 
 
 def test_watchdog_ends_a_silent_track(make_source: MakeSource) -> None:
@@ -172,7 +161,7 @@ def test_watchdog_ends_a_silent_track(make_source: MakeSource) -> None:
     st = src.stats
     assert st.last_error is not None and "watchdog" in st.last_error and "0.5" in st.last_error, st
     assert ends.called.wait(2) and ends.calls == 1
-    frames = drain(src, 0.3)
+    frames = collect(src, 0.3)
     assert len(frames) == st.frames_sampled >= 1  # queued frames stay readable
     assert src.get(timeout_s=1) is None  # then: over, no waiting
     assert track.recv_cancelled.is_set() or track.given == 6
@@ -205,7 +194,7 @@ def test_peer_leaving_ends_the_source(make_source: MakeSource) -> None:
     wait_until(lambda: src.state == "ended", 5, "the end")
     assert src.stats.last_error == PEER_LEFT
     assert ends.called.wait(2) and ends.calls == 1
-    assert len(drain(src, 0.3)) == src.stats.frames_sampled >= 2
+    assert len(collect(src, 0.3)) == src.stats.frames_sampled >= 2
     src.stop()  # stopping an ended source leaves it ended
     assert src.state == "ended" and src.stats.last_error == PEER_LEFT
     time.sleep(0.1)
@@ -227,7 +216,7 @@ def test_stop_stops_consuming_and_calls_on_end_once(loop: LoopThread, make_sourc
     src.end("too late")  # a connection closing after stop() changes nothing
     time.sleep(0.1)
     assert src.state == "stopped" and src.stats.last_error is None and ends.calls == 1
-    assert len(drain(src, 0.3)) == src.stats.frames_sampled  # queued frames stay readable
+    assert len(collect(src, 0.3)) == src.stats.frames_sampled  # queued frames stay readable
     started = time.monotonic()
     assert src.get() is None and time.monotonic() - started < 0.5
 
@@ -264,12 +253,12 @@ def test_skip_similar_on_a_static_image(make_source: MakeSource) -> None:
     wait_until(lambda: src.stats.frames_skipped_similar >= 5, 5, "skipped frames")
     st = src.stats
     assert st.frames_sampled == 1 and st.frames_dropped == 0
-    assert len(drain(src, 0.2)) == 1
+    assert len(collect(src, 0.2)) == 1
 
 
 def test_skip_similar_keeps_changing_frames(make_source: MakeSource) -> None:
     src, _ = make_source(FakeTrack(fps=50), fps=20.0, skip_similar=2.0)
-    frames = drain(src, 0.6)
+    frames = collect(src, 0.6)
     assert len(frames) >= 6 and src.stats.frames_skipped_similar == 0
 
 
