@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from stream.frames import Frame
 from stream.sampling import Mode, sample_frames
-from stream.urls import ALLOWED_SCHEMES
+from stream.urls import ALLOWED_SCHEMES, NetworkPolicy
 
 _POLL_S = 0.1
 """How often (seconds) a decode thread blocked on a full queue checks whether the consumer has left."""
@@ -82,6 +82,7 @@ async def aiter_frames(
     timeout_s: float = 10.0,
     start_seq: int = 0,
     queue_size: int = 8,
+    network_policy: NetworkPolicy | None = None,
 ) -> AsyncIterator[Frame]:
     """Async version of ``sample_frames`` (same arguments, same frames, same errors).
 
@@ -103,6 +104,7 @@ async def aiter_frames(
         allow_local=allow_local,
         timeout_s=timeout_s,
         start_seq=start_seq,
+        network_policy=network_policy,
     )
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Frame | _Done] = asyncio.Queue(maxsize=queue_size)

@@ -2,15 +2,19 @@
 
 This is the only module that calls ``av.open``. Every open goes through ``check_source`` first (so a
 forbidden URL raises ForbiddenUrl before FFmpeg is called) and carries ``ffmpeg_options`` (protocol
-whitelist, timeouts), plus TCP transport for RTSP. Error messages name the source through ``redact``
-and never include the FFmpeg exception text (which repeats the raw URL, credentials included);
-exceptions are re-raised ``from None`` for the same reason.
+whitelist, timeouts), plus TCP transport for RTSP. A source with a ``network_policy`` (a client's URL)
+has its host resolved and checked again right before each open (``check_network``: live reconnects
+too), and an HLS playlist of such a source is fetched by ``stream.guarded_http`` (PyAV's ``io_open``),
+which checks every segment's host as well. Error messages name the source through ``redact`` and never
+include the FFmpeg exception text (which repeats the raw URL, credentials included); exceptions are
+re-raised ``from None`` for the same reason.
 
 Knows nothing about sampling, frames or models.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +27,16 @@ from av.stream import Disposition
 from av.video.stream import VideoStream
 
 from stream.errors import CorruptVideo, ForbiddenUrl, NotAVideo, NoVideoStream, SourceError, UnreachableSource
-from stream.urls import ALLOWED_SCHEMES, classify, ffmpeg_options, redact
+from stream.guarded_http import GuardedOpener
+from stream.urls import (
+    ALLOWED_SCHEMES,
+    NetworkPolicy,
+    check_network,
+    classify,
+    ffmpeg_options,
+    guarded_playlist,
+    redact,
+)
 
 _CONTAINER_MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (4, b"ftyp", "an MP4/MOV file"),
@@ -49,6 +62,8 @@ class Source:
     options: ``av.open`` options (protocol whitelist, timeouts; TCP interleaved transport for RTSP).
     timeout_s: PyAV read timeout in seconds (and open timeout when ``open_timeout_s`` is None).
     open_timeout_s: PyAV open timeout in seconds, if different from ``timeout_s``.
+    network_policy: for a URL given by a client: which addresses its host (and, for HLS, every segment's
+             host) may resolve to, checked before each open. None: the URL is trusted as it is.
     """
 
     url: str
@@ -57,6 +72,7 @@ class Source:
     options: dict[str, str]
     timeout_s: float
     open_timeout_s: float | None = None
+    network_policy: NetworkPolicy | None = None
 
 
 def resolve(
@@ -66,14 +82,18 @@ def resolve(
     allow_local: bool = False,
     timeout_s: float,
     open_timeout_s: float | None = None,
+    network_policy: NetworkPolicy | None = None,
 ) -> Source:
     """Check ``src`` (raises ForbiddenUrl, or ValueError for bad arguments) and build its open options.
 
     rtsp and rtsps URLs get ``rtsp_transport=tcp`` (RTP interleaved in the RTSP connection): FFmpeg's
     default tries UDP first, which a firewall or NAT between us and a camera silently drops.
+    ``network_policy`` is kept for the opens (``open_video``); its host lookup happens there, not here.
     """
     url, scheme = classify(src, allowed_schemes, allow_local)
-    options = ffmpeg_options(src, allowed_schemes, timeout_s, allow_local=allow_local)
+    options = ffmpeg_options(
+        src, allowed_schemes, timeout_s, allow_local=allow_local, network_policy=network_policy
+    )
     if url.startswith(RTSP_PREFIXES):
         options["rtsp_transport"] = "tcp"
     return Source(
@@ -83,6 +103,7 @@ def resolve(
         options=options,
         timeout_s=timeout_s,
         open_timeout_s=open_timeout_s,
+        network_policy=network_policy if scheme is not None else None,
     )
 
 
@@ -110,12 +131,22 @@ def _sniff(path: str) -> str | None:
 
 
 def _open(source: Source, options: dict[str, str]) -> InputContainer:
+    """``av.open`` the source; with a network policy, first check where its host resolves *now* (a name
+    may have moved since the last open), and fetch an HLS playlist through a GuardedOpener.
+
+    Raises av.error.FFmpegError, or ForbiddenUrl / UnreachableSource from the policy's check."""
+    io_open = None
+    if source.network_policy is not None:
+        check_network(source.url, source.network_policy)
+        if guarded_playlist(source.url, source.network_policy):
+            io_open = GuardedOpener(source.url, source.network_policy, source.timeout_s)
     return av.open(
         source.url,
         "r",
         options=options,
         timeout=(source.open_timeout_s or source.timeout_s, source.timeout_s),
         metadata_errors="replace",  # junk bytes in a title tag must not fail the open
+        io_open=io_open,
     )
 
 
@@ -125,13 +156,36 @@ def _format_refused(source: Source) -> bool:
     PyAV keeps FFmpeg's log off (installing its log callback can deadlock frame-threaded decoders),
     so ask FFmpeg again without the format whitelist, still held to the protocol whitelist: if that
     opens, the content was simply not an accepted container. Nothing is read from it.
+
+    Not for an http(s) URL under a network policy: there the refusal is always the format's (a redirect
+    fails with EIO under ``max_redirects=0``, and a guarded playlist's opens bypass the protocol
+    whitelist), and an open without the format whitelist could read an HLS playlist, whose segments
+    FFmpeg would fetch from any host.
     """
+    if source.network_policy is not None and source.url.startswith(("http://", "https://")):
+        return True
     relaxed = {k: v for k, v in source.options.items() if k != "format_whitelist"}
     try:
         _open(source, relaxed).close()
-    except av.error.FFmpegError:
+    except (av.error.FFmpegError, SourceError):
         return False
     return True
+
+
+def _redirect_refused(exc: av.error.FFmpegError, source: Source) -> bool:
+    """Whether an http(s) open under a network policy failed because FFmpeg refused a redirect.
+
+    With ``max_redirects=0`` FFmpeg answers a redirect with a bare EIO, and PyAV keeps FFmpeg's log off,
+    so ask the server again, from Python (checked like the first request, no body read).
+    """
+    if source.network_policy is None or not (isinstance(exc, OSError) and exc.errno == errno.EIO):
+        return False
+    if not source.url.startswith(("http://", "https://")):
+        return False
+    try:
+        return GuardedOpener(source.url, source.network_policy, source.timeout_s).redirects(source.url)
+    except SourceError:
+        return False
 
 
 def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
@@ -147,6 +201,11 @@ def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
                 f"another scheme) ({detail})"
             )
         return NotAVideo(f"{source.shown} is not in an accepted video container format ({detail})")
+    if _redirect_refused(exc, source):
+        return ForbiddenUrl(
+            f"{source.shown} redirects to another address; redirects of a client's URL are not followed, "
+            "give the final address"
+        )
     if _is_network_failure(exc):
         where = "could not be reached" if source.network else "could not be opened"
         return UnreachableSource(f"{source.shown} {where} ({detail})")

@@ -48,7 +48,6 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from urllib.parse import urlsplit
 
 import av.error
 from av.container import InputContainer
@@ -62,6 +61,7 @@ from stream.feed import QueuedFeed
 from stream.frames import Frame
 from stream.live_types import Backoff, Gap, LiveConfig, ReplayFilter
 from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, SimilarFrames, to_rgb
+from stream.urls import is_hls_url as is_hls_url  # re-exported (workers.live and tests import it here)
 from stream.urls import redact
 
 logger = logging.getLogger(__name__)
@@ -73,22 +73,9 @@ The default (5 s) made an RTSP open take 2-3 s on loopback; this one takes about
 ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
 
-HLS_EXTENSIONS = (".m3u8", ".m3u")
-"""URL path endings (any case) read as HLS playlists by ``is_hls_url``."""
-
 TIMELINE_JUMP_S = 2.0
 """A forward step in source time larger than this (seconds) between two decoded HLS frames starts a new
 timeline in ``StreamTimeSelector``."""
-
-
-def is_hls_url(url: str) -> bool:
-    """Whether ``url`` names an HLS playlist: its path (query and fragment ignored) ends in .m3u8 or .m3u,
-    in any case. Decides the read timeout before the container format is known (``live_input``)."""
-    try:
-        path = urlsplit(url).path
-    except ValueError:  # malformed: not HLS (and refused by the URL check anyway)
-        return False
-    return path.lower().endswith(HLS_EXTENSIONS)
 
 
 def live_input(url: str, config: LiveConfig) -> Source:
@@ -96,12 +83,14 @@ def live_input(url: str, config: LiveConfig) -> Source:
     open timeout ``open_timeout_s``, socket and read timeout ``read_timeout_s`` (``hls_read_timeout_s``
     for an HLS playlist URL, see ``is_hls_url``: FFmpeg takes the read timeout at open, before the
     format is known; the chosen one is ``Source.timeout_s``), short ``analyzeduration`` (and, from
-    ``av_input.resolve``, TCP transport for RTSP). Raises ForbiddenUrl; opens nothing."""
+    ``av_input.resolve``, TCP transport for RTSP), ``config.network_policy`` (checked at each open,
+    reconnects included). Raises ForbiddenUrl; opens nothing."""
     source = resolve(
         url,
         allowed_schemes=config.allowed_schemes,
         timeout_s=config.hls_read_timeout_s if is_hls_url(url) else config.read_timeout_s,
         open_timeout_s=config.open_timeout_s,
+        network_policy=config.network_policy,
     )
     return dataclasses.replace(source, options={**source.options, "analyzeduration": ANALYZE_DURATION_US})
 

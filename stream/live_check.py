@@ -33,9 +33,10 @@ def check_live(url: str, config: LiveConfig) -> VideoInfo:
     ``hls_read_timeout_s`` for an HLS playlist URL (path ending in .m3u8 or .m3u, as LiveSource decides).
 
     Raises ForbiddenUrl before FFmpeg is called (a scheme outside ``config.allowed_schemes``, or
-    file:, concat:, subfile:, data: ...); UnreachableSource (connection refused, unknown host, HTTP or
-    RTSP 404, open timeout, no frame within the time); NotAVideo (e.g. an HTML page); NoVideoStream;
-    CorruptVideo (packets came but none decoded).
+    file:, concat:, subfile:, data: ...; a host ``config.network_policy`` refuses), or when FFmpeg is led
+    somewhere refused (a redirect, an HLS segment on a refused host); UnreachableSource (connection
+    refused, unknown host, HTTP or RTSP 404, open timeout, no frame within the time); NotAVideo (e.g. an
+    HTML page); NoVideoStream; CorruptVideo (packets came but none decoded).
     """
     source = live_input(url, config)
     limit_s = config.open_timeout_s + source.timeout_s

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 if TYPE_CHECKING:
     from stream.frames import Frame
 
-from stream.urls import SCHEME_PROTOCOLS
+from stream.urls import SCHEME_PROTOCOLS, NetworkPolicy
 
 LiveState = Literal["connecting", "live", "reconnecting", "stopped", "ended"]
 """connecting: no frame yet; live: frames flowing; reconnecting: the feed was lost and is being reopened;
@@ -48,6 +48,9 @@ class LiveConfig:
     replay_window_s:   HLS only: a decoded frame at most this far behind the latest source time seen (and
                        not before the earliest) replays a segment already read and is skipped; further
                        behind, the producer restarted its clock and the frame is kept (ReplayFilter) (> 0).
+    network_policy:    for a client's URL: the networks its host (and an HLS playlist's segment hosts) may
+                       resolve to, checked at every open, reconnects included (``stream.urls.NetworkPolicy``);
+                       None trusts the URL.
     """
 
     fps: float = 1.0
@@ -62,6 +65,7 @@ class LiveConfig:
     skip_similar: float | None = None
     size: tuple[int, int] | None = None
     replay_window_s: float = 120.0
+    network_policy: NetworkPolicy | None = None
 
     def __post_init__(self) -> None:
         for name in (

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from stream.av_input import open_video, resolve
-from stream.urls import ALLOWED_SCHEMES
+from stream.urls import ALLOWED_SCHEMES, NetworkPolicy
 
 _AV_TIME_BASE = 1_000_000
 """Units per second of ``InputContainer.duration`` (FFmpeg's AV_TIME_BASE)."""
@@ -43,13 +43,20 @@ def probe(
     allowed_schemes: Collection[str] = ALLOWED_SCHEMES,
     allow_local: bool = False,
     timeout_s: float = 10.0,
+    network_policy: NetworkPolicy | None = None,
 ) -> VideoInfo:
     """Open ``src`` (same rules as ``sample_frames``) and return its VideoInfo.
 
     Raises ForbiddenUrl before FFmpeg is called; NotAVideo, NoVideoStream, CorruptVideo (local file that
     claims a video container but cannot be parsed) or UnreachableSource when opening fails.
     """
-    source = resolve(src, allowed_schemes=allowed_schemes, allow_local=allow_local, timeout_s=timeout_s)
+    source = resolve(
+        src,
+        allowed_schemes=allowed_schemes,
+        allow_local=allow_local,
+        timeout_s=timeout_s,
+        network_policy=network_policy,
+    )
     with open_video(source) as (container, stream):
         duration_s: float | None = None
         if stream.duration is not None and stream.time_base is not None:

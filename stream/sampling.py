@@ -36,7 +36,7 @@ from av.video.stream import VideoStream
 from stream.av_input import Source, decode_error, open_video, resolve
 from stream.errors import CorruptVideo
 from stream.frames import Frame
-from stream.urls import ALLOWED_SCHEMES
+from stream.urls import ALLOWED_SCHEMES, NetworkPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +244,7 @@ def sample_frames(
     allow_local: bool = False,
     timeout_s: float = 10.0,
     start_seq: int = 0,
+    network_policy: NetworkPolicy | None = None,
 ) -> Generator[Frame, None, None]:
     """Iterate over frames sampled from a video file or URL.
 
@@ -255,6 +256,8 @@ def sample_frames(
     size:      (width, height) of the images; None keeps the native size.
     timeout_s: connect/read timeout in seconds for network sources.
     start_seq: ``seq`` of the first frame; the rest follow contiguously.
+    network_policy: for a client's URL, where its host may resolve (``stream.urls.NetworkPolicy``),
+               checked at the open; None trusts the URL.
 
     Returns a generator of Frame(seq, pts, image, keyframe): pts in seconds from the first decoded frame
     (strictly increasing), image [H, W, 3] uint8 RGB (C-contiguous), wall_time None. The container is
@@ -270,5 +273,11 @@ def sample_frames(
         raise ValueError(f"size must be (width, height) in positive pixels, got {size}")
     if start_seq < 0:
         raise ValueError(f"start_seq must be >= 0, got {start_seq}")
-    source = resolve(src, allowed_schemes=allowed_schemes, allow_local=allow_local, timeout_s=timeout_s)
+    source = resolve(
+        src,
+        allowed_schemes=allowed_schemes,
+        allow_local=allow_local,
+        timeout_s=timeout_s,
+        network_policy=network_policy,
+    )
     return _generate(source, mode, fps, size, start_seq)

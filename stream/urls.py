@@ -6,6 +6,13 @@ by an API client is therefore checked here against an allow-list of schemes *bef
 and every open also carries a ``protocol_whitelist`` so that FFmpeg itself refuses nested opens
 (redirects, playlists, references inside containers) to any other protocol.
 
+A client's URL must also not reach the service's own networks (SSRF): with a ``NetworkPolicy``, its host
+is resolved like FFmpeg resolves it (``getaddrinfo``) and every address must lie outside loopback,
+private, link-local (cloud metadata), CGNAT, multicast and reserved ranges (FORBIDDEN_NETWORKS), unless
+the policy allows that network; FFmpeg's http protocol is told not to follow redirects
+(``max_redirects=0``). ``check_network`` runs before every open (``stream.av_input``), live reconnects
+included; HLS playlists, whose segments may name any host, are fetched through ``stream.guarded_http``.
+
 Local paths are never accepted from clients: only the server passes ``allow_local=True``, for uploads
 it saved itself. Local opens are also limited to a list of single-file container demuxers, so that an
 uploaded playlist or concat script (HLS, DASH, ffconcat, IMF, ...) cannot make FFmpeg read other local
@@ -16,12 +23,15 @@ Knows nothing about decoding, models or HTTP frameworks; standard library only.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from collections.abc import Collection, Mapping
+import socket
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from stream.errors import ForbiddenUrl
+from stream.errors import ForbiddenUrl, UnreachableSource
 
 ALLOWED_SCHEMES: tuple[str, ...] = ("http", "https")
 """Default allow-list for clip URLs given by clients."""
@@ -61,7 +71,106 @@ SCHEME_FORMATS = {
     "rtmps": "flv,live_flv",
 }
 """``format_whitelist`` per network scheme: video containers only, so that e.g. a text page is not
-read as FFmpeg's ANSI-art "video" (tty demuxer). HLS playlists stay within the protocol whitelist."""
+read as FFmpeg's ANSI-art "video" (tty demuxer). HLS playlists stay within the protocol whitelist; under
+a network policy only ``guarded_playlist`` URLs may be read as HLS (``ffmpeg_options``)."""
+
+HLS_EXTENSIONS = (".m3u8", ".m3u")
+"""URL path endings (any case) of HLS playlists (``is_hls_url``)."""
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+FORBIDDEN_NETWORKS: tuple[tuple[IPNetwork, str], ...] = tuple(
+    (ipaddress.ip_network(net), why)
+    for net, why in (
+        ("0.0.0.0/8", "'this network' (0.0.0.0 reaches the local host)"),
+        ("10.0.0.0/8", "private"),
+        ("100.64.0.0/10", "carrier-grade NAT"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local (cloud metadata)"),
+        ("172.16.0.0/12", "private"),
+        ("192.0.0.0/24", "IETF protocol assignments"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.88.99.0/24", "6to4 relay"),
+        ("192.168.0.0/16", "private"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved (and broadcast)"),
+        # IPv6 outside global unicast 2000::/3: unspecified ::, loopback ::1, IPv4-compatible ::/96,
+        # discard 100::/64, local-use NAT64 64:ff9b:1::/48, unique-local fc00::/7, link-local fe80::/10,
+        # site-local fec0::/10, multicast ff00::/8 and unassigned space.
+        ("::/3", "not global unicast IPv6"),
+        ("4000::/2", "not global unicast IPv6"),
+        ("8000::/1", "not global unicast IPv6 (unique-local, link-local, multicast...)"),
+        ("2001::/23", "IETF protocol assignments (Teredo...)"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+    )
+)
+"""Networks a client's URL may not reach unless a NetworkPolicy allows them, with why (IANA special-purpose
+registries). IPv4-mapped (``::ffff:a.b.c.d``) and NAT64 (``64:ff9b::a.b.c.d``) addresses are judged by the
+IPv4 address they reach; 6to4 (``2002:aabb:ccdd::``) by both (``NetworkPolicy.refusal``)."""
+
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
+"""RFC 6052's well-known NAT64 prefix: its last 32 bits are the IPv4 address a NAT64 gateway connects to."""
+
+
+def _as_networks(nets: Iterable[IPNetwork | str]) -> tuple[IPNetwork, ...]:
+    if isinstance(nets, str):
+        raise ValueError("networks must be a collection of networks, not one string")
+    return tuple(ipaddress.ip_network(n) for n in nets)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPolicy:
+    """Which addresses a client's URL may reach (see ``refusal``). Frozen; pass it to every open.
+
+    allowed_networks: networks reachable although FORBIDDEN_NETWORKS lists them (a camera LAN,
+                      ``192.168.10.0/24``; ``0.0.0.0/0`` and ``::/0`` switch the check off).
+    blocked_networks: networks never reachable, even when allowed (e.g. a public range of your own).
+
+    Both accept ``ipaddress`` networks or strings (``"10.1.0.0/16"``); a network with host bits set
+    (``"10.1.0.1/16"``) is a ValueError.
+    """
+
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    blocked_networks: tuple[IPNetwork, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
+        object.__setattr__(self, "blocked_networks", _as_networks(self.blocked_networks))
+
+    def refusal(self, address: IPAddress | str) -> str | None:
+        """Why ``address`` may not be reached ("loopback", "private", "in a blocked network"...), or None.
+
+        An IPv4-mapped or NAT64 IPv6 address is judged by the IPv4 address it reaches, a 6to4 one by
+        itself and by its IPv4 address. Blocked networks win over allowed ones, allowed ones over
+        FORBIDDEN_NETWORKS. Raises ValueError for text that is not an IP address.
+        """
+        ip = ipaddress.ip_address(address)
+        forms: tuple[IPAddress, ...] = (ip,)
+        if isinstance(ip, ipaddress.IPv6Address):
+            if ip.ipv4_mapped is not None:
+                forms = (ip.ipv4_mapped,)
+            elif ip in NAT64_PREFIX:
+                forms = (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+            elif ip.sixtofour is not None:
+                forms = (ip, ip.sixtofour)
+        if any(form in net for form in forms for net in self.blocked_networks):
+            return "in a blocked network"
+        for form in forms:
+            if any(form in net for net in self.allowed_networks):
+                continue
+            for net, why in FORBIDDEN_NETWORKS:
+                if form in net:
+                    return why
+        return None
+
+
+DEFAULT_NETWORK_POLICY = NetworkPolicy()
+"""Nothing allowed beyond public addresses: what a service facing untrusted clients wants."""
 
 _FFMPEG_PREFIX = re.compile(r"[A-Za-z0-9+.\-]+[:,]")
 """Text FFmpeg may read as a protocol name: ``url_find_protocol`` takes the leading run of scheme
@@ -127,8 +236,57 @@ def _check_local(src: str) -> str:
     return os.path.abspath(src)
 
 
+def check_network(src: str, policy: NetworkPolicy) -> tuple[str, ...]:
+    """Resolve the host of the URL ``src`` (one that passed ``check_source``) as FFmpeg will, and check
+    every address against ``policy``; return the addresses (getaddrinfo's order, no duplicates).
+
+    FFmpeg's tcp protocol calls ``getaddrinfo(host, port)`` (any family, TCP) and may connect to any
+    address it returns, so each one must pass. Numeric hosts in any form libc accepts (``2130706433``,
+    ``0x7f.1``, ``127.1``, ``0``, ``[::ffff:127.0.0.1]``) resolve to the address they mean. Raises
+    ForbiddenUrl (an address the policy refuses), UnreachableSource (the host does not resolve).
+    """
+    shown = redact(src)
+    parts = urlsplit(src)
+    host = parts.hostname
+    if not host:
+        raise ForbiddenUrl(f"URL {shown!r} has no valid host")
+    try:
+        # bytes: handed to libc as they are, like FFmpeg does (a str would go through the idna codec)
+        infos = socket.getaddrinfo(host.encode("ascii"), parts.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UnreachableSource(f"the host of {shown} could not be resolved ({exc.strerror})") from None
+    except (UnicodeError, ValueError, OSError) as exc:
+        raise ForbiddenUrl(f"the host of {shown} cannot be checked ({type(exc).__name__})") from None
+    addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+    if not addresses:
+        raise UnreachableSource(f"the host of {shown} resolved to no address")
+    try:
+        literal = ipaddress.ip_address(host) is not None
+    except ValueError:
+        literal = False
+    for address in addresses:
+        why = policy.refusal(address)
+        if why is None:
+            continue
+        if literal or address == host:
+            raise ForbiddenUrl(f"{shown} is refused: address {address} is {why}")
+        raise ForbiddenUrl(f"{shown} is refused: its host {host!r} resolves to an address that is {why}")
+    return addresses
+
+
+def is_hls_url(url: str) -> bool:
+    """Whether ``url`` names an HLS playlist: its path (query and fragment ignored) ends in .m3u8 or .m3u,
+    in any case."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # malformed: not HLS (and refused by the URL check anyway)
+        return False
+    return path.lower().endswith(HLS_EXTENSIONS)
+
+
 def classify(src: str, allowed_schemes: Collection[str], allow_local: bool) -> tuple[str, str | None]:
-    """Check ``src`` like ``check_source``; return (string for FFmpeg, scheme or None for a local path)."""
+    """Check ``src`` like ``check_source`` without a policy (no host lookup); return (string for FFmpeg,
+    scheme or None for a local path)."""
     _validate_allow_list(allowed_schemes)
     if not isinstance(src, str) or not src:
         raise ForbiddenUrl("empty source")
@@ -141,7 +299,11 @@ def classify(src: str, allowed_schemes: Collection[str], allow_local: bool) -> t
 
 
 def check_source(
-    src: str, allowed_schemes: Collection[str] = ALLOWED_SCHEMES, *, allow_local: bool = False
+    src: str,
+    allowed_schemes: Collection[str] = ALLOWED_SCHEMES,
+    *,
+    allow_local: bool = False,
+    network_policy: NetworkPolicy | None = None,
 ) -> str:
     """Check that FFmpeg may open ``src``; return the string to hand to FFmpeg.
 
@@ -150,11 +312,25 @@ def check_source(
     printable ASCII only, no ``+`` nested protocols and a host. Everything else is a local path,
     accepted only with ``allow_local=True`` (server-side uploads) and returned as an absolute path, so
     that FFmpeg cannot read a protocol prefix into it (``concat:a|b`` becomes ``/cwd/concat:a|b``).
+    With ``network_policy``, a URL's host is also resolved and checked (``check_network``); None skips
+    that check, for URLs the server itself trusts.
 
-    Raises ForbiddenUrl (message with credentials redacted); ValueError if ``allowed_schemes`` names a
-    scheme outside SCHEME_PROTOCOLS (``file`` can never be allowed as a URL).
+    Raises ForbiddenUrl (message with credentials redacted), UnreachableSource (with a policy: the host
+    does not resolve); ValueError if ``allowed_schemes`` names a scheme outside SCHEME_PROTOCOLS
+    (``file`` can never be allowed as a URL).
     """
-    return classify(src, allowed_schemes, allow_local)[0]
+    url, scheme = classify(src, allowed_schemes, allow_local)
+    if scheme is not None and network_policy is not None:
+        check_network(url, network_policy)
+    return url
+
+
+def guarded_playlist(src: str, network_policy: NetworkPolicy | None) -> bool:
+    """Whether ``src`` (checked) is opened with every nested request checked by the policy: an http(s)
+    HLS playlist URL (``is_hls_url``) under a policy. Its segments may name any host, and FFmpeg's HLS
+    demuxer neither checks them nor passes ``max_redirects`` on, so ``stream.av_input`` opens it with
+    ``stream.guarded_http`` doing every request."""
+    return network_policy is not None and src.startswith(("http://", "https://")) and is_hls_url(src)
 
 
 def ffmpeg_options(
@@ -163,6 +339,7 @@ def ffmpeg_options(
     timeout_s: float = 10.0,
     *,
     allow_local: bool = False,
+    network_policy: NetworkPolicy | None = None,
 ) -> dict[str, str]:
     """Return the ``options`` for ``av.open`` for a source that passes ``check_source``.
 
@@ -170,7 +347,12 @@ def ffmpeg_options(
     ``"https,tls,tcp"`` for https, ``"file"`` for a local path). Local paths also get
     ``format_whitelist`` (LOCAL_FORMATS; SCHEME_FORMATS for URLs). Network sources get ``timeout``
     and ``rw_timeout``: socket and read timeouts in microseconds, from ``timeout_s`` seconds.
-    Raises like ``check_source``.
+
+    With ``network_policy`` (client URLs), http(s) URLs also get ``max_redirects=0`` (FFmpeg refuses a
+    redirect instead of following it to a host nobody checked), and only a ``guarded_playlist`` URL may
+    be read as HLS (with ``http_persistent=0`` and ``http_multiple=0``: FFmpeg's keep-alive reuse
+    asserts on I/O it did not open itself). The policy's host check itself is ``check_network``, run
+    before every open by ``stream.av_input``, not here. Raises like ``classify`` (no host lookup).
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -178,12 +360,19 @@ def ffmpeg_options(
     if scheme is None:
         return {"protocol_whitelist": LOCAL_PROTOCOLS, "format_whitelist": LOCAL_FORMATS}
     micros = str(round(timeout_s * 1_000_000))
-    return {
+    options = {
         "protocol_whitelist": SCHEME_PROTOCOLS[scheme],
         "format_whitelist": SCHEME_FORMATS[scheme],
         "timeout": micros,
         "rw_timeout": micros,
     }
+    if network_policy is not None and scheme in ("http", "https"):
+        options["max_redirects"] = "0"
+        if guarded_playlist(src, network_policy):
+            options |= {"http_persistent": "0", "http_multiple": "0"}
+        else:
+            options["format_whitelist"] = ",".join(f for f in SCHEME_FORMATS[scheme].split(",") if f != "hls")
+    return options
 
 
 def redact(url: str) -> str:

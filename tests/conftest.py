@@ -68,6 +68,10 @@ def testdata() -> Path:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The service refuses client URLs on loopback (SSRF policy, stream.urls.NetworkPolicy), but the test
+    # peers (HTTP, RTSP, MJPEG, HLS servers) all listen on 127.0.0.1: allow loopback for every Settings
+    # the session builds, subprocesses included. tests/api/test_ssrf.py sets the field explicitly.
+    os.environ.setdefault("VIDMEM_URL_ALLOWED_NETWORKS", '["127.0.0.0/8", "::1/128"]')
 
 
 @pytest.fixture(scope="session")
