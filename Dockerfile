@@ -1,5 +1,6 @@
-# vidmem: one image for the API and every Celery worker; the command picks the role
-# (`vidmem serve`, `vidmem worker --queues ingest|encode|answer`).
+# vidmem: one image for every process; the command picks the role (`vidmem serve`, `vidmem ingest`,
+# `vidmem worker --queues ingest|encode|answer`). The API and ingest processes do not use torch, but
+# share the image (and its torch layer) with the workers: one build, one tag to roll out.
 #
 #   CPU image (default):  docker build -t vidmem:cpu .
 #   GPU image:            docker build -t vidmem:cuda \
