@@ -42,6 +42,107 @@ function pollFailed(poller, err) {
 
 const pollOk = (poller) => state.pollErrors.delete(poller);
 
+// A 429 says when to come back: the message says it too.
+function withRetryAfter(message, status, retryAfter) {
+  if (status !== 429 || !retryAfter) return message;
+  return /^\d+$/.test(retryAfter) ? `${message} (retry in ${retryAfter} s)` : `${message} (retry after ${retryAfter})`;
+}
+
+// ------------------------------------------------------------------------------------------------ auth
+
+// A distributed server wants an API key (`Authorization: Bearer vmk_...`) on every /v1 call; the embedded
+// one needs none and ignores one. The page learns which from the first 401: no endpoint tells it.
+//
+// The key is kept in sessionStorage, not localStorage: it leaves with the tab. Closing the tab forgets it;
+// other tabs, and whoever uses this browser profile next, never see it; it is not left on disk for months.
+// A key speaks for its whole tenant, so it should live no longer than the session that typed it in.
+const KEY_ITEM = "vidmem.apiKey";
+
+const auth = {
+  key: readKey(),
+  prompted: false, // the field was focused for the current refusal: once, not on every poll's 401
+};
+
+function readKey() {
+  try {
+    return sessionStorage.getItem(KEY_ITEM) || "";
+  } catch {
+    return ""; // storage disabled: the key lasts until the page reloads
+  }
+}
+
+function storeKey(key) {
+  try {
+    if (key) sessionStorage.setItem(KEY_ITEM, key);
+    else sessionStorage.removeItem(KEY_ITEM);
+  } catch {} // storage disabled: the key lasts until the page reloads
+}
+
+const authHeaders = (key = auth.key) => (key ? { authorization: `Bearer ${key}` } : {});
+
+function setKeyHint(s, text) {
+  const hint = $("api-key-hint");
+  hint.dataset.state = s;
+  hint.textContent = text;
+  $("api-key").setAttribute("aria-invalid", String(s === "refused"));
+}
+
+// A 401 to a request sent with `sentKey`: ask for a key (or a valid one) and focus the field, once per
+// refusal. Returns the error to show in its place.
+function unauthorized(err, sentKey) {
+  const where = "enter it in the “API key” field at the top and press Enter";
+  const e = sentKey
+    ? apiError("unauthorized", `the server refused this API key (${err.message}): ${where}`, 401)
+    : apiError("unauthorized", `this server needs an API key: ${where}`, 401);
+  setKeyHint(sentKey ? "refused" : "needed", sentKey
+    ? "Key refused: check it, then press Enter."
+    : "This server needs an API key: paste it here, then press Enter.");
+  if (!auth.prompted) {
+    auth.prompted = true;
+    $("api-key").focus();
+  }
+  return e;
+}
+
+function authorized() {
+  auth.prompted = false;
+  if ($("api-key-hint").dataset.state !== "ok") setKeyHint("ok", "");
+}
+
+function useKey(ev) {
+  ev.preventDefault();
+  const key = $("api-key").value.trim();
+  if (/[^\x21-\x7e]/.test(key)) {
+    return showError(apiError("validation_error", "an API key has no spaces or special characters (vmk_…)"));
+  }
+  $("api-key").value = key;
+  const changed = key !== auth.key;
+  auth.key = key;
+  storeKey(key);
+  auth.prompted = false;
+  state.pollErrors.clear(); // a refusal of the new key is shown, even when it reads like the last one
+  clearError();
+  setKeyHint(key ? "checking" : "", key ? "checking the key…" : "");
+  if (changed) forgetTenant();
+  // Retry the polling now (the stream list, the memory, a share's status), not at the next tick.
+  refreshStreams();
+  refreshMemory();
+  if (state.share) pollLive(state.share);
+}
+
+// Another key may be another tenant's: nothing of the previous one stays on the page.
+function forgetTenant() {
+  state.jobGen++; // a job poller of the previous key stops
+  clearTimeout(state.jobTimer);
+  $("upload-progress").value = 0;
+  $("job-progress").value = 0;
+  setUploadStatus("", "\u00a0");
+  state.streams = [];
+  selectStream(null);
+  renderStreams();
+  $("streams").dataset.state = "loading";
+}
+
 // ------------------------------------------------------------------------------------------------- api
 
 async function errorFrom(res) {
@@ -54,12 +155,13 @@ async function errorFrom(res) {
   } catch {
     // not JSON: keep the status line
   }
-  return apiError(code, message, res.status);
+  return apiError(code, withRetryAfter(message, res.status, res.headers.get("retry-after")), res.status);
 }
 
-// fetch that throws an Error with code/message on a network failure or a non-2xx answer.
+// fetch with the API key, that throws an Error with code/message on a network failure or a non-2xx answer.
 async function request(method, path, body, signal) {
-  const init = { method, signal, headers: {} };
+  const sentKey = auth.key;
+  const init = { method, signal, headers: authHeaders(sentKey) };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -71,7 +173,12 @@ async function request(method, path, body, signal) {
     if (e.name === "AbortError") throw e;
     throw apiError("network_error", `cannot reach the server (${e.message})`);
   }
+  if (res.status === 401) {
+    if (sentKey !== auth.key) return request(method, path, body, signal); // a key was entered meanwhile
+    throw unauthorized(await errorFrom(res), sentKey);
+  }
   if (!res.ok) throw await errorFrom(res);
+  if (sentKey === auth.key) authorized();
   return res;
 }
 
@@ -115,6 +222,7 @@ function selectStream(id) {
   $("answer").textContent = "";
   $("answer-meta").textContent = "";
   setAnswerState("idle");
+  releaseThumbs($("timeline"));
   $("timeline").replaceChildren();
   $("memory-summary").textContent = id ? "loading memory…" : "";
   renderSelected();
@@ -174,15 +282,21 @@ function refreshStreams() {
 }
 
 async function loadStreams() {
+  const key = auth.key;
+  let streams;
   try {
-    const { streams } = await api("GET", "/v1/streams");
-    pollOk("streams");
-    state.streams = streams.sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0)); // newest first
-    renderStreams();
-    renderSelected();
+    ({ streams } = await api("GET", "/v1/streams"));
   } catch (e) {
-    pollFailed("streams", e);
+    if (key !== auth.key) return loadStreams(); // another key (tenant) took over meanwhile: ask with it
+    $("streams").dataset.state = "error";
+    return pollFailed("streams", e);
   }
+  if (key !== auth.key) return loadStreams();
+  pollOk("streams");
+  $("streams").dataset.state = "ok";
+  state.streams = streams.sort((a, b) => (b.created_at ?? 0) - (a.created_at ?? 0)); // newest first
+  renderStreams();
+  renderSelected();
 }
 
 function onStreamPick(ev) {
@@ -219,10 +333,65 @@ async function addCamera(ev) {
 
 // ---------------------------------------------------------------------------------------------- memory
 
+// <img src> cannot send the API key, so a thumbnail is fetched (with it) into a blob: URL, once its slot
+// nears the view (as loading=lazy did). Each img owns its object URL: revoked when replaced or removed,
+// so a timeline refreshing for hours does not pile up images.
+const thumbs = new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting) continue;
+    thumbs.unobserve(e.target);
+    loadThumb(e.target);
+  }
+}, { rootMargin: "1000px" });
+
+function setThumb(img, url) {
+  if (img.dataset.src === url) return;
+  img.dataset.src = url;
+  thumbs.observe(img);
+}
+
+async function loadThumb(img) {
+  const url = img.dataset.src;
+  if (!url || img.dataset.shown === url || img.dataset.loading === url) return;
+  img.dataset.loading = url;
+  let blob;
+  try {
+    blob = await (await request("GET", url)).blob();
+  } catch (e) {
+    // A 401 has asked for a key already; a slot merged away (404) is gone with the next refresh.
+    if (img.dataset.src === url && e.status !== 404) img.dataset.failed = "1";
+    return;
+  } finally {
+    if (img.dataset.loading === url) delete img.dataset.loading;
+  }
+  if (img.dataset.src !== url || !img.isConnected) return; // replaced or removed meanwhile
+  const old = img.src;
+  img.src = URL.createObjectURL(blob);
+  img.dataset.shown = url;
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+}
+
+// Thumbnails that failed (a network hiccup, a missing key) load again at the next refresh.
+function retryThumbs() {
+  for (const img of $("timeline").querySelectorAll("img.thumb[data-failed]")) {
+    delete img.dataset.failed;
+    thumbs.observe(img);
+  }
+}
+
+// The thumbnails under `root`, about to leave the page, give their object URLs back.
+function releaseThumbs(root) {
+  for (const img of root.querySelectorAll("img.thumb")) {
+    thumbs.unobserve(img);
+    delete img.dataset.src; // a load still on its way drops what it gets
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    img.removeAttribute("src");
+  }
+}
+
 function slotElement(slot) {
   const div = el("div", "slot");
   const img = el("img", "thumb");
-  img.loading = "lazy";
   img.alt = "";
   const bar = el("div", "bar");
   bar.append(el("div", "bar-fill"));
@@ -235,7 +404,7 @@ function updateSlot(div, slot, maxTokens) {
   div.dataset.tokens = slot.tokens;
   div.dataset.side = slot.side;
   const img = div.querySelector(".thumb");
-  if (img.getAttribute("src") !== slot.thumbnail) img.src = slot.thumbnail;
+  setThumb(img, slot.thumbnail);
   div.querySelector(".bar-fill").style.height = `${Math.max(2, (100 * slot.tokens) / maxTokens)}%`;
   div.querySelector(".span").textContent = fmtSpan(slot.t0, slot.t1);
   div.querySelector(".tokens").textContent = `${slot.side}×${slot.side} · ${slot.tokens} tok`;
@@ -251,6 +420,7 @@ function renderMemory(mem) {
     : `0 / ${mem.budget} tokens · no frames encoded yet`;
   const box = $("timeline");
   if (!mem.slots.length) {
+    releaseThumbs(box);
     box.replaceChildren(el("p", "empty", "No frames encoded yet: the memory fills as frames arrive."));
     return;
   }
@@ -262,6 +432,8 @@ function renderMemory(mem) {
     updateSlot(div, slot, maxTokens);
     return div;
   });
+  const kept = new Set(items);
+  for (const div of old.values()) if (!kept.has(div)) releaseThumbs(div);
   box.replaceChildren(...items);
   if (stick) box.scrollTop = box.scrollHeight;
 }
@@ -274,7 +446,9 @@ async function refreshMemory() {
     const mem = await api("GET", `/v1/streams/${enc(id)}/memory`);
     pollOk("memory");
     const key = `${id}@${mem.version}`;
-    if (state.selected !== id || state.memKey === key) return;
+    if (state.selected !== id) return;
+    retryThumbs();
+    if (state.memKey === key) return;
     state.memKey = key;
     renderMemory(mem);
   } catch (e) {
@@ -399,7 +573,8 @@ function xhrError(xhr) {
   try {
     e = JSON.parse(xhr.responseText).error;
   } catch {} // not JSON: keep the status line
-  if (e?.message) return apiError(e.code, e.message, xhr.status);
+  const wait = xhr.getResponseHeader("retry-after");
+  if (e?.message) return apiError(e.code, withRetryAfter(e.message, xhr.status, wait), xhr.status);
   return apiError(`http_${xhr.status}`, xhr.statusText || `HTTP ${xhr.status}`, xhr.status);
 }
 
@@ -419,8 +594,10 @@ function upload() {
   $("job-progress").value = 0;
   $("upload").disabled = true;
   setUploadStatus("uploading", `uploading ${file.name}…`);
+  const sentKey = auth.key;
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/v1/videos");
+  for (const [k, v] of Object.entries(authHeaders(sentKey))) xhr.setRequestHeader(k, v);
   xhr.upload.onprogress = (e) => {
     if (!e.lengthComputable) return;
     $("upload-progress").value = e.loaded / e.total;
@@ -433,7 +610,9 @@ function upload() {
   };
   xhr.onerror = () => fail(apiError("network_error", "the upload was cut off (server unreachable, or the file too large)"));
   xhr.onload = () => {
+    if (xhr.status === 401) return fail(unauthorized(xhrError(xhr), sentKey));
     if (xhr.status < 200 || xhr.status >= 300) return fail(xhrError(xhr));
+    if (sentKey === auth.key) authorized();
     $("upload").disabled = false;
     $("upload-progress").value = 1;
     const { job_id, stream_id } = JSON.parse(xhr.responseText);
@@ -640,6 +819,8 @@ async function stopShare(share = state.share, ended = null) {
 // ------------------------------------------------------------------------------------------------ init
 
 function init() {
+  $("api-key").value = auth.key;
+  $("key-form").addEventListener("submit", useKey);
   $("error-close").addEventListener("click", clearError);
   $("share-camera").addEventListener("click", () => startShare("camera"));
   $("share-screen").addEventListener("click", () => startShare("screen"));
@@ -655,7 +836,10 @@ function init() {
   window.addEventListener("pagehide", () => {
     const share = state.share;
     share?.pc?.close();
-    if (share?.streamId) fetch(`/v1/streams/${enc(share.streamId)}`, { method: "DELETE", keepalive: true });
+    if (share?.streamId) {
+      const init = { method: "DELETE", keepalive: true, headers: authHeaders() };
+      fetch(`/v1/streams/${enc(share.streamId)}`, init);
+    }
   });
   refreshStreams();
   setInterval(refreshStreams, 2000);

@@ -1,7 +1,8 @@
-"""Fixtures of the web-page tests: a real ``vidmem serve`` (embedded mode, tiny model) and a real headless
-Chromium whose fake camera plays a real clip, driven by Playwright over the DevTools protocol.
+"""Fixtures of the web-page tests: a real ``vidmem serve`` (embedded mode, tiny model), or a real keyed
+distributed setup (redis-server, one Celery worker, ``vidmem serve``, API keys of two tenants), and a real
+headless Chromium whose fake camera plays a real clip, driven by Playwright over the DevTools protocol.
 
-Both are children of the test, stopped (or SIGKILLed) by PID. Chromium comes from the Debian packages
+All are children of the test, stopped (or SIGKILLed) by PID. Chromium comes from the Debian packages
 ``chromium`` and ``chromium-driver`` (``scripts/system-deps.sh``); Playwright downloads no browser.
 """
 
@@ -9,16 +10,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from bench.browser import Chromium, fake_camera
+from bench.redis_server import RedisServer
 from tests.conftest import TESTDATA, free_port
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
 from tests.stream.clips import make_clip
+from workers.tenants import ApiKeys
 
 WATCHDOG_S = 3.0
 
@@ -84,20 +89,18 @@ class BrowserPage:
     """Requests the page tried to make to anything but the server (there must be none: offline page)."""
 
 
-@pytest.fixture
-def browser_page(
-    camera: Path, playwright: Playwright, tmp_path: Path, server: Server
-) -> Iterator[BrowserPage]:
-    """A fresh Chromium (its own profile and fake camera) with one page; requests leaving the server are
+@contextmanager
+def _browser_page(camera: Path, playwright: Playwright, log: Path, base: str) -> Iterator[BrowserPage]:
+    """A fresh Chromium (its own profile and fake camera) with one page; requests leaving ``base`` are
     recorded and refused."""
-    chromium = Chromium(camera, tmp_path / "chromium.log").start()
+    chromium = Chromium(camera, log).start()
     try:
         browser = playwright.chromium.connect_over_cdp(chromium.cdp_url)
         page = browser.contexts[0].new_page()
         outside: list[str] = []
 
         def guard(route, request) -> None:  # type: ignore[no-untyped-def]
-            if request.url.startswith(server.base) or request.url.startswith(("data:", "blob:")):
+            if request.url.startswith(base) or request.url.startswith(("data:", "blob:")):
                 route.continue_()
             else:
                 outside.append(request.url)
@@ -110,3 +113,70 @@ def browser_page(
             browser.close()
     finally:
         chromium.stop()
+
+
+@pytest.fixture
+def browser_page(
+    camera: Path, playwright: Playwright, tmp_path: Path, server: Server
+) -> Iterator[BrowserPage]:
+    """A fresh Chromium with one page on the embedded ``server``."""
+    with _browser_page(camera, playwright, tmp_path / "chromium.log", server.base) as bp:
+        yield bp
+
+
+# ---- distributed mode, with API keys ---------------------------------------------------------------
+
+ASK_PER_MINUTE = 1
+"""The keyed server's ask rate of a tenant: the second question within a minute gets 429 rate_limited."""
+
+
+@dataclass(frozen=True)
+class KeyedServer:
+    base: str
+    key: str
+    """An API key of the tenant ``acme``."""
+    other_key: str
+    """An API key of another tenant, ``globex``."""
+    procs: list[Proc]
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[KeyedServer]:
+    """Distributed mode with real parts: its own redis-server (in a tmp dir: no other test's data), one
+    Celery worker (solo pool) for the ingest, encode and answer queues, ``vidmem serve`` on a free port;
+    and two API keys of two tenants, made with ``ApiKeys``."""
+    logs = tmp_path_factory.mktemp("keyed")
+    redis_server = RedisServer(logs).start()
+    procs: list[Proc] = []
+    try:
+        env = distributed_env(
+            redis_server.url, model_cache, upload_dir=logs / "uploads", budget=512, fps=2, max_new_tokens=24,
+            ask_per_minute=ASK_PER_MINUTE, log_format="text",
+        )  # fmt: skip
+        port = free_port()
+        worker = [*VIDMEM, "worker", "--queues", "ingest,encode,answer", "--pool", "solo", "--name", "web@%h"]
+        procs += [
+            Proc("worker", worker, env, logs),
+            Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logs),
+        ]
+        base = f"http://127.0.0.1:{port}"
+        wait_healthy(base, procs[1])
+        if procs[0].p.poll() is not None:
+            pytest.fail("the worker exited:\n" + procs[0].tail())
+        client = redis.Redis.from_url(redis_server.url)
+        keys = ApiKeys(client)
+        key, other = keys.create("acme", "web test")[1], keys.create("globex", "web test")[1]
+        client.close()
+        yield KeyedServer(base, key, other, procs)
+    finally:
+        stop_all(procs)
+        redis_server.stop()
+
+
+@pytest.fixture
+def keyed_browser_page(
+    camera: Path, playwright: Playwright, tmp_path: Path, keyed_server: KeyedServer
+) -> Iterator[BrowserPage]:
+    """A fresh Chromium with one page on the keyed ``keyed_server``."""
+    with _browser_page(camera, playwright, tmp_path / "chromium.log", keyed_server.base) as bp:
+        yield bp
