@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,6 +13,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from model.memory import UnknownStream
 from stream.errors import SourceError
 from workers.answers import AnswerTimeout
+from workers.dispatch import BrokerUnavailable
+from workers.quotas import QuotaExceeded
 from workers.records import UnknownJob, UnknownStreamRecord
 from workers.service import ServiceError
 
@@ -37,14 +40,22 @@ STATUS = {
     "no_video": 422,
     "unsupported_codec": 422,
     "too_many_peers": 429,
+    "broker_unavailable": 503,
+    "store_unavailable": 503,
+    "unauthorized": 401,
+    "quota_exceeded": 429,
+    "rate_limited": 429,
 }
 
 
 class ApiError(Exception):
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.status = status or STATUS.get(code, 400)
+        self.headers = headers
 
 
 def error_response(
@@ -56,7 +67,24 @@ def error_response(
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.code, str(e), e.status)
+        headers = dict(e.headers or {})
+        if e.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return error_response(e.code, str(e), e.status, headers=headers)
+
+    @app.exception_handler(BrokerUnavailable)
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def _unavailable(_: Request, e: Exception) -> JSONResponse:
+        # A backend is down (the task queue, or the Redis store): try again later, not a bug.
+        if isinstance(e, BrokerUnavailable):
+            return error_response(e.code, str(e), 503, headers={"Retry-After": str(e.retry_after_s)})
+        msg = "the data store (Redis) is unreachable; try again later"
+        return error_response("store_unavailable", msg, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, e: QuotaExceeded) -> JSONResponse:
+        return error_response(e.code, str(e), 429, headers={"Retry-After": str(e.retry_after_s)})
 
     @app.exception_handler(ServiceError)
     @app.exception_handler(SourceError)

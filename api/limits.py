@@ -1,4 +1,7 @@
-"""An ASGI middleware that refuses request bodies over a size limit with 413 and a JSON error."""
+"""An ASGI middleware that refuses request bodies over a size limit with 413 and a JSON error.
+
+Uploads (multipart) may be as large as ``max_upload_mb``; any other body (JSON, an SDP offer) at most
+``max_body_kb``, so that a huge JSON document is never parsed."""
 
 from __future__ import annotations
 
@@ -13,18 +16,21 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_upload_bytes: int, max_body_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        upload = headers.get(b"content-type", b"").lower().lstrip().startswith(b"multipart/form-data")
+        limit = self.max_upload_bytes if upload else self.max_body_bytes
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
             return
         seen = 0
         started = False
@@ -34,7 +40,7 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return msg
 
@@ -48,12 +54,12 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
-        mb = self.max_bytes / 2**20
+    async def _refuse(self, send: Send, limit: int) -> None:
+        size = f"{limit / 2**20:.0f} MiB" if limit >= 2**20 else f"{limit / 2**10:.0f} KiB"
         body: dict[str, Any] = {
-            "error": {"code": "payload_too_large", "message": f"request body over {mb:.0f} MiB"}
+            "error": {"code": "payload_too_large", "message": f"request body over {size}"}
         }
         raw = json.dumps(body).encode()
         await send(

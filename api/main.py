@@ -9,8 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
+from api.access_log import AccessLog
 from api.limits import BodyLimit
-from api.routes import health, streams, videos, web, webrtc
+from api.routes import health, metrics, streams, videos, web, webrtc
 from api.rtc import Peers
 from vidmem.settings import Settings, get_settings
 from workers.live import LiveSupervisor
@@ -40,8 +41,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = rt
     errors.install(app)
-    for r in (health.router, videos.router, streams.router, webrtc.router, web.router):
+    for r in (health.router, metrics.router, videos.router, streams.router, webrtc.router, web.router):
         app.include_router(r)
     app.mount("/static", web.static, name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_mb * 2**20)
+    app.add_middleware(
+        BodyLimit,
+        max_upload_bytes=settings.max_upload_mb * 2**20,
+        max_body_bytes=settings.max_body_kb * 2**10,
+    )
+    app.add_middleware(AccessLog)  # outermost: logs every request, refused ones included
     return app

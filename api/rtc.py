@@ -30,6 +30,7 @@ from stream.webrtc import TrackConfig, TrackSource
 from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor
+from workers.quotas import check_stream_quota
 from workers.runtime import Runtime
 from workers.service import ServiceError
 
@@ -78,9 +79,11 @@ class Peers:
             for s in self.settings.webrtc_ice_servers
         ]
 
-    async def answer(self, sdp: str, *, fps: float | None, budget: int | None, name: str) -> Answer:
-        """Answer an offer and start reading its video as a new stream. Raises ServiceError (``code``:
-        too_many_peers, bad_sdp, no_video, unsupported_codec)."""
+    async def answer(
+        self, sdp: str, *, tenant: str, fps: float | None, budget: int | None, name: str
+    ) -> Answer:
+        """Answer an offer and start reading its video as a new stream of ``tenant``. Raises ServiceError
+        (``code``: too_many_peers, bad_sdp, no_video, unsupported_codec) or QuotaExceeded."""
         if len(self) >= self.settings.webrtc_max_peers:
             raise ServiceError(
                 "too_many_peers",
@@ -91,15 +94,26 @@ class Peers:
             info = check_offer(sdp)
         except SdpError as e:
             raise ServiceError(e.code, str(e)) from None
+        await run_in_threadpool(check_stream_quota, self.rt, tenant, "webrtc")
         place = object()
         self._negotiating.add(place)
         try:
-            return await self._negotiate(sdp, place, fps=fps, budget=budget, name=name, audio=info.has_audio)
+            return await self._negotiate(
+                sdp, place, tenant=tenant, fps=fps, budget=budget, name=name, audio=info.has_audio
+            )
         finally:
             self._negotiating.discard(place)
 
     async def _negotiate(
-        self, sdp: str, place: object, *, fps: float | None, budget: int | None, name: str, audio: bool
+        self,
+        sdp: str,
+        place: object,
+        *,
+        tenant: str,
+        fps: float | None,
+        budget: int | None,
+        name: str,
+        audio: bool,
     ) -> Answer:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers()))  # [] : no default STUN
         tracks: list[MediaStreamTrack] = []
@@ -123,7 +137,7 @@ class Peers:
         sid: str | None = None
         try:
             sid = await run_in_threadpool(
-                service.create_webrtc_stream, self.rt, fps=fps, budget=budget, name=name
+                service.create_webrtc_stream, self.rt, tenant, fps=fps, budget=budget, name=name
             )
             source = TrackSource(video[0], self._track_config(fps), on_end=partial(self._ended, sid))
             self.connections[sid] = pc

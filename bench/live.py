@@ -29,6 +29,7 @@ from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
+from workers.tenants import LOCAL_TENANT
 
 LAG_LIMIT_S = 2.0
 
@@ -77,7 +78,10 @@ def _dropped(rt: Runtime, sids: list[str]) -> int:
 
 
 def _step(rt: Runtime, lat: AppendLatencies, url: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
-    sids = [service.create_live_stream(rt, url, fps=1.0, name=f"cam{i}", check=False) for i in range(n)]
+    sids = [
+        service.create_live_stream(rt, LOCAL_TENANT, url, fps=1.0, name=f"cam{i}", check=False)
+        for i in range(n)
+    ]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not all(rt.memory.next_seq(s) > 0 for s in sids):
         time.sleep(0.2)
@@ -87,11 +91,11 @@ def _step(rt: Runtime, lat: AppendLatencies, url: str, n: int, args: argparse.Na
     time.sleep(args.seconds)
     values = np.array(lat.take())
     dropped = _dropped(rt, sids) - dropped0
-    views = [service.stream_view(rt, s) for s in sids]
+    views = [service.stream_view(rt, LOCAL_TENANT, s) for s in sids]
     states = {st: sum(v["state"] == st for v in views) for st in {v["state"] for v in views}}
     errors = sorted({v["last_error"] for v in views if v["last_error"]})[:3]
     for s in sids:
-        service.delete_stream(rt, s, purge=True)
+        service.delete_stream(rt, LOCAL_TENANT, s, purge=True)
     time.sleep(2 * rt.settings.live_heartbeat_s + 1)  # readers let go of purged streams
     expected = n * args.seconds  # 1 fps per stream
     p50 = float(np.percentile(values, 50)) if values.size else None

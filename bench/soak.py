@@ -54,7 +54,6 @@ def main(args: argparse.Namespace) -> int:
     env = os.environ | {
         "VIDMEM_MODEL": args.model,
         "VIDMEM_BUDGET": str(args.budget),
-        "VIDMEM_TORCH_THREADS": "1",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("VIDMEM_REDIS_URL", None)

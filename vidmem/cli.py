@@ -1,4 +1,4 @@
-"""The ``vidmem`` command: serve, ask, worker, ingest."""
+"""The ``vidmem`` command: serve, ask, worker, ingest, keys."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from stream.urls import redact
+from vidmem.logs import configure_logging
 from vidmem.settings import Settings
 
 
@@ -25,16 +29,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.main import create_app
 
     settings = _settings(args)
+    configure_logging(settings.log_format, settings.log_level)
     mode = (
         "embedded (in-memory Redis, in-process workers)"
         if settings.embedded
-        else f"distributed ({settings.redis_url})"
+        else f"distributed ({redact(settings.redis_url or '')})"
     )
     print(
         f"vidmem: serving on http://{settings.host}:{settings.port} in {mode} mode, model {settings.model}",
         file=sys.stderr,
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    # uvicorn logs through the root handler (log_config=None); the API's own middleware writes access lines
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), log_config=None, access_log=False)  # fmt: skip
     return 0
 
 
@@ -48,6 +55,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from stream.errors import SourceError
     from workers import service
     from workers.runtime import runtime_for
+    from workers.tenants import LOCAL_TENANT
 
     settings = _settings(args, redis_url=None)  # one shot: always embedded
     rt = runtime_for(settings)
@@ -59,10 +67,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"vidmem: {e.code}: {e}", file=sys.stderr)
         return 2
     mode = "keyframes" if args.keyframes else "fps"
-    job_id, stream_id = service.submit_video(rt, src, local=local, info=info, fps=args.fps, mode=mode)
+    job_id, stream_id = service.submit_video(rt, LOCAL_TENANT, src, local=local, info=info, fps=args.fps,
+                                             mode=mode)  # fmt: skip
     quiet = args.json or not sys.stderr.isatty()
     while True:
-        job = service.job_view(rt, job_id)
+        job = service.job_view(rt, LOCAL_TENANT, job_id)
         if not quiet:
             print(f"\rencoding {_bar(int(job['progress'] * 1000), 1000)} {job['frames_encoded']}/"
                   f"{job['frames_sampled']} frames", end="", file=sys.stderr)  # fmt: skip
@@ -75,7 +84,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print(f"vidmem: the video could not be ingested: {job['error']}", file=sys.stderr)
         return 2
     result: dict[str, Any] = {}
-    for ev in service.ask(rt, stream_id, args.question, args.max_new_tokens):
+    for ev in service.ask(rt, LOCAL_TENANT, stream_id, args.question, args.max_new_tokens):
         if ev.kind == "piece" and not args.json:
             print(ev.data["text"], end="", flush=True)
         elif ev.kind == "restart" and not args.json:
@@ -110,13 +119,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print("vidmem: a worker needs --redis-url or VIDMEM_REDIS_URL", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, args.loglevel or settings.log_level)
     # Worker child processes read these (get_settings / worker_process_init).
     os.environ["VIDMEM_REDIS_URL"] = settings.redis_url
     os.environ["VIDMEM_MODEL"] = settings.model
     os.environ["VIDMEM_WORKER_QUEUES"] = ",".join(queues)
     app = make_celery(settings)
-    argv = ["worker", "-Q", ",".join(queues), "--pool", args.pool, "--concurrency", str(args.concurrency),
-            "--loglevel", args.loglevel, "--without-gossip", "--without-mingle", "-n", args.name]  # fmt: skip
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner among the JSON lines
+    argv = [*quiet, "worker", "-Q", ",".join(queues), "--pool", args.pool, "--concurrency",
+            str(args.concurrency), "--loglevel", args.loglevel or settings.log_level, "--without-gossip",
+            "--without-mingle", "-n", args.name]  # fmt: skip
     app.worker_main(argv)
     return 0
 
@@ -132,11 +144,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if settings.redis_url is None:
         print("vidmem: an ingest process needs --redis-url or VIDMEM_REDIS_URL", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, settings.log_level)
     sup = LiveSupervisor(runtime_for(settings), name=args.name)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"vidmem: ingest process {sup.owner} reading live streams from {settings.redis_url}",
+    print(f"vidmem: ingest process {sup.owner} reading live streams from {redact(settings.redis_url or '')}",
           file=sys.stderr)  # fmt: skip
     sup.start()
     while not stop.wait(0.5):
@@ -144,6 +157,44 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             print("vidmem: the live supervisor died; exiting", file=sys.stderr)
             return 1
     sup.stop()  # gives every lease back, so another ingest process takes the streams over at once
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import redis
+
+    from workers.tenants import ApiKeys
+
+    settings = _settings(args)
+    if settings.redis_url is None:
+        print("vidmem: API keys live in Redis: give --redis-url or VIDMEM_REDIS_URL (the embedded mode "
+              "needs no keys)", file=sys.stderr)  # fmt: skip
+        return 2
+    keys = ApiKeys(redis.Redis.from_url(settings.redis_url))
+    if args.action == "create":
+        try:
+            rec, key = keys.create(args.tenant, args.name or "")
+        except ValueError as e:
+            print(f"vidmem: {e}", file=sys.stderr)
+            return 2
+        if args.json:
+            print(json.dumps({"key": key, "key_id": rec.key_id, "tenant": rec.tenant, "name": rec.name}))
+        else:
+            print(key)
+            print(f"key {rec.key_id} for tenant {rec.tenant!r}: shown once, store it now", file=sys.stderr)
+    elif args.action == "list":
+        rows = [{"key_id": k.key_id, "tenant": k.tenant, "name": k.name,
+                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created_at))}
+                for k in keys.list()]  # fmt: skip
+        if args.json:
+            print(json.dumps(rows))
+        for r in [] if args.json else rows:
+            print(f"{r['key_id']}  {r['tenant']:<24} {r['created_at']}  {r['name']}")
+    elif not keys.revoke(args.key_id):
+        print(f"vidmem: no key {args.key_id!r}", file=sys.stderr)
+        return 1
+    else:
+        print(f"revoked {args.key_id}", file=sys.stderr)
     return 0
 
 
@@ -178,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--model")
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
-    w.add_argument("--loglevel", default="INFO")
+    w.add_argument("--loglevel", help="default: VIDMEM_LOG_LEVEL (INFO)")
     w.add_argument("--name", default="vidmem@%h")
     w.set_defaults(func=cmd_worker)
 
@@ -186,13 +237,32 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--redis-url", dest="redis_url")
     i.add_argument("--name", help="this process's name in stream views (default host:pid:random)")
     i.set_defaults(func=cmd_ingest)
+
+    k = sub.add_parser("keys", help="API keys of tenants (distributed mode): create, list, revoke")
+    k.add_argument("--redis-url", dest="redis_url")
+    ks = k.add_subparsers(dest="action", required=True)
+    kc = ks.add_parser("create", help="a new key for a tenant; prints the key once")
+    kc.add_argument("--tenant", required=True, help="who the key acts for: 1-63 of a-z 0-9 _ . -")
+    kc.add_argument("--name", help="a label, e.g. who holds the key")
+    kc.add_argument("--json", action="store_true")
+    kl = ks.add_parser("list", help="every key: id, tenant, created, label (never the key)")
+    kl.add_argument("--json", action="store_true")
+    kr = ks.add_parser("revoke", help="revoke a key by its id; requests with it fail at once")
+    kr.add_argument("key_id")
+    k.set_defaults(func=cmd_keys)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ValidationError as e:  # settings from flags or VIDMEM_* variables: say which, no traceback
+        for err in e.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "settings"
+            print(f"vidmem: {where}: {err['msg']}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

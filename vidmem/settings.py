@@ -6,6 +6,7 @@ Each field can also be set as an environment variable ``VIDMEM_<NAME>``
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None,
         description="Redis for memory, jobs and the Celery broker. None: embedded mode (in-memory Redis).",
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis:// or amqp://). None: the Redis at redis_url."
     )
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the API binds to.")
@@ -70,6 +74,17 @@ class Settings(BaseSettings):
     )
     allowed_schemes: tuple[str, ...] = Field(
         ("http", "https"), description="URL schemes a client may submit."
+    )
+    url_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list,
+        description="Networks a client's URL (videos and live streams) may reach although they are "
+        "loopback, private, link-local, CGNAT, multicast or reserved, JSON: "
+        '["192.168.10.0/24"] (a camera LAN). ["0.0.0.0/0", "::/0"] turns the check off.',
+    )
+    url_blocked_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
+        default_factory=list,
+        description="Networks a client's URL may never reach, even if allowed above, JSON: "
+        '["203.0.113.0/24"].',
     )
     open_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout to open and read a URL source.")
 
@@ -130,8 +145,37 @@ class Settings(BaseSettings):
         6000, ge=30, le=100_000, description="Bitrate a browser never exceeds (answer's SDP hint)."
     )
 
+    # --- observability ---
+    log_format: Literal["json", "text"] = Field(
+        "json", description="Log lines of serve, worker and ingest: one JSON object each, or text."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="The least severe level logged."
+    )
+    metrics_token: str | None = Field(
+        None, min_length=16, description="Bearer token GET /metrics requires (None: /metrics is open)."
+    )
+    metrics_max_streams: int = Field(
+        100, ge=0, le=100_000, description="Streams with per-stream series in /metrics (the newest)."
+    )
+    worker_heartbeat_s: float = Field(
+        5.0, gt=0, le=300, description="How often a Celery worker announces itself (gone after 3 x this)."
+    )
+
     # --- API limits ---
     max_upload_mb: int = Field(1024, ge=1, le=100_000, description="Largest accepted upload.")
+    max_body_kb: int = Field(
+        256, ge=1, le=100_000, description="Largest accepted request body other than an upload (JSON, SDP)."
+    )
+    tenant_max_live_streams: int = Field(
+        16, ge=0, le=100_000, description="Live streams (cameras, browsers) one tenant may run at once."
+    )
+    tenant_max_jobs: int = Field(
+        8, ge=0, le=100_000, description="Videos (uploads, URLs) one tenant may have in progress at once."
+    )
+    ask_per_minute: int = Field(
+        60, ge=1, le=1_000_000, description="Questions one tenant may ask per minute."
+    )
     max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")
     upload_dir: Path = Field(
         Path.home() / ".cache" / "vidmem" / "uploads",
@@ -149,6 +193,16 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, ge=60, description="How long finished job records are kept.")
 
     @model_validator(mode="after")
+    def _keyless_only_on_loopback(self) -> Settings:
+        if self.embedded and not _is_loopback(self.host):
+            raise ValueError(
+                f"the embedded mode serves without API keys, so it binds to loopback only (host is "
+                f"{self.host!r}): use --host 127.0.0.1, or set VIDMEM_REDIS_URL (distributed mode, API keys "
+                "from `vidmem keys create`) to serve other machines"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _bitrates_ordered(self) -> Settings:
         if not self.webrtc_min_kbps <= self.webrtc_start_kbps <= self.webrtc_max_kbps:
             raise ValueError("need webrtc_min_kbps <= webrtc_start_kbps <= webrtc_max_kbps")
@@ -157,6 +211,20 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def broker(self) -> str | None:
+        """The Celery broker's URL: broker_url, else the Redis at redis_url (None in embedded mode)."""
+        return self.broker_url or self.redis_url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=1)

@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 
+from workers import metrics
+
 TTL_S = 600
 
 
@@ -49,9 +51,13 @@ class AnswerChannel:
 
     def done(self, **stats: Any) -> None:
         self._add("done", stats)
+        times = {metrics.ANSWER_TTFT_SECONDS: "ttft_s", metrics.ANSWER_SECONDS: "latency_s"}
+        events = [metrics.observe(m, stats[k]) for m, k in times.items() if stats.get(k) is not None]
+        metrics.record(self.r, metrics.inc(metrics.ANSWERS, result="ok"), *events)
 
     def error(self, code: str, message: str) -> None:
         self._add("error", {"code": code, "message": message})
+        metrics.record(self.r, metrics.inc(metrics.ANSWERS, result=code))
 
     def events(self, timeout_s: float, block_ms: int = 500) -> Iterator[AnswerEvent]:
         """Yield events until ``done`` or ``error``; raise AnswerTimeout past timeout_s of silence."""

@@ -33,6 +33,8 @@ from stream.errors import SourceError
 from stream.frames import Frame
 from stream.live import LiveSource, is_hls_url
 from stream.live_types import FrameFeed, Gap, LiveConfig, LiveStats
+from vidmem.logs import in_log_context, log_context
+from workers import health, metrics
 from workers.lease import Lease, LeaseLost
 from workers.live_records import NotOwner
 from workers.records import UnknownStreamRecord
@@ -61,6 +63,7 @@ def live_config(rt: Runtime, fps: float) -> LiveConfig:
         queue_size=s.live_queue,
         skip_similar=s.live_skip_similar,
         size=(s.frame_size, s.frame_size),
+        network_policy=rt.url_policy(),
     )
 
 
@@ -116,7 +119,8 @@ class StreamReader:
         self._drained = False  # the feed ended and every frame it gave was handed over
         self._unsent: list[Frame] = []  # a batch whose hand-over failed, to send again (``_resync``)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"vidmem-live-{sid[:8]}", daemon=True)
+        run = in_log_context(self._run, stream_id=sid, tenant=self.rec.tenant)
+        self._thread = threading.Thread(target=run, name=f"vidmem-live-{sid[:8]}", daemon=True)
 
     # ---- life cycle (supervisor thread) ----
 
@@ -185,7 +189,8 @@ class StreamReader:
     def _close_later(self, release: bool) -> None:
         """Close without blocking the heartbeat loop (a stalled open can take seconds to give up)."""
         self._stop.set()
-        threading.Thread(target=self.close, args=(release,), daemon=True).start()
+        close = in_log_context(lambda: self.close(release), stream_id=self.sid, tenant=self.rec.tenant)
+        threading.Thread(target=close, daemon=True).start()
 
     # ---- reporting ----
 
@@ -212,6 +217,7 @@ class StreamReader:
             state = "reconnecting"  # a reader that took over is reconnecting the stream, not connecting it
         if state != "stopped" and state != "ended":
             self.rt.records.set_stream_state(self.sid, state)
+        metrics.record(self.rt.redis, *metrics.live_counts(self.rec.kind, increments))
         self._reported = st
 
     # ---- hand-over thread ----
@@ -274,6 +280,9 @@ class StreamReader:
             if first is None:
                 if self.source.state in ("ended", "stopped") and not self.source.qsize():
                     self._drained = self.source.state == "ended"
+                    if self._drained:
+                        ended = metrics.feed_ended(self.rec.kind, self.source.stats.last_error)
+                        metrics.record(self.rt.redis, ended)
                     return
                 continue
             batch = [first]
@@ -301,6 +310,7 @@ class StreamReader:
         self.last_pts = last_pts
         self.next_seq += len(frames)
         self.rt.submit("encode", "", self.sid, key)
+        metrics.record(self.rt.redis, metrics.inc(metrics.FRAMES_SAMPLED, len(frames), kind=self.rec.kind))
         if self._resume_wall is not None:
             self._takeover_gap(frames[0])
 
@@ -331,6 +341,7 @@ class LiveSupervisor:
         self.rt = rt
         self.claim = claim
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.beat_name = f"live:{self.owner}"  # its heartbeat (``workers.health``) while it claims streams
         self.readers: dict[str, StreamReader] = {}
         self._lock = threading.Lock()  # readers: the beat thread and adopt() callers
         self._stop = threading.Event()
@@ -352,6 +363,11 @@ class LiveSupervisor:
                 if self._stop.wait(self.rt.settings.live_heartbeat_s):
                     break
         finally:
+            if self.claim:
+                try:
+                    health.drop_beat(self.rt.redis, self.beat_name)
+                except Exception:  # it expires by itself
+                    log.warning("live supervisor: could not remove its heartbeat")
             with self._lock:
                 readers, self.readers = list(self.readers.values()), {}
             closing = [threading.Thread(target=_close_quietly, args=(r,), daemon=True) for r in readers]
@@ -393,7 +409,8 @@ class LiveSupervisor:
             current = list(self.readers.items())
         for sid, reader in current:
             try:
-                alive = reader.heartbeat()
+                with log_context(stream_id=sid):
+                    alive = reader.heartbeat()
             except Exception:
                 log.exception("stream %s: heartbeat failed", sid)
                 alive = True  # Redis hiccup: the lease outlives a few missed beats
@@ -402,6 +419,7 @@ class LiveSupervisor:
                     self.readers.pop(sid, None)
         if not self.claim:
             return
+        health.publish_beat(self.rt.redis, self.beat_name, [health.LIVE], 2 * self.rt.settings.live_lease_s)
         for sid in self.rt.live.active():
             if len(self.readers) >= self.rt.settings.live_max_streams:
                 break

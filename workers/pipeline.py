@@ -15,17 +15,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import redis
 from PIL import Image
 
 from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
+from vidmem.logs import bind_log_context, log_args
+from workers import metrics
 from workers.answers import AnswerChannel
+from workers.dispatch import BrokerUnavailable
 from workers.lease import Lease, LeaseLost
 from workers.records import LIVE_KINDS, UnknownStreamRecord
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerUnavailable)
+"""Errors of an unreachable Redis or broker: a task that meets one is run again, not failed."""
 
 THUMB_WIDTH = 160
 INGEST_LEASE_S = 30.0  # a dead ingest worker's job is taken over this long after its last renewal
@@ -43,9 +50,13 @@ def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
 # ---- ingest ------------------------------------------------------------------------------
 
 
-def ingest_video(rt: Runtime, job_id: str) -> None:
-    """Sample a video's frames and hand them to the encoders in chunks (with backpressure)."""
-    lease = Lease(rt.redis, f"vm:lease:ingest:{job_id}", ttl_s=INGEST_LEASE_S)
+@log_args("job_id")
+def ingest_video(rt: Runtime, job_id: str, holder: str | None = None) -> None:
+    """Sample a video's frames and hand them to the encoders in chunks (with backpressure).
+
+    ``holder`` names this delivery of the task: run again with the same holder (after an outage), it takes
+    its own lease back at once."""
+    lease = Lease(rt.redis, f"vm:lease:ingest:{job_id}", ttl_s=INGEST_LEASE_S, token=holder)
     # A redelivered ingest waits while the first worker is alive, and takes over if it dies.
     if not lease.acquire(give_up=lambda: rt.records.job(job_id).state in ("done", "failed")):
         return
@@ -59,7 +70,11 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
     from stream.file_source import sample_frames
 
     job = rt.records.job(job_id)
+    bind_log_context(stream_id=job.stream_id, tenant=job.tenant)
     if job.state in ("done", "failed"):
+        return
+    if job.sampling_done:  # an earlier delivery handed every frame over: only the encodes remain
+        check_done(rt, job_id)
         return
     try:
         rec = rt.records.stream(job.stream_id)
@@ -81,13 +96,14 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
             allowed_schemes=s.allowed_schemes,
             allow_local=True,
             timeout_s=s.open_timeout_s,
+            network_policy=rt.url_policy(),  # a URL's host is checked again here: DNS may have changed
         ):
             batch.append(frame)
             if len(batch) >= s.encode_batch:
-                n = _dispatch_chunk(rt, job_id, job.stream_id, batch, lease)
+                n = _dispatch_chunk(rt, job_id, job.stream_id, rec.kind, batch, lease)
                 batch = []
         if batch:
-            n = _dispatch_chunk(rt, job_id, job.stream_id, batch, lease)
+            n = _dispatch_chunk(rt, job_id, job.stream_id, rec.kind, batch, lease)
     except LeaseLost:  # our lease expired and another worker took the job over
         log.warning("job %s: ingest lease lost; another worker continues", job_id)
         return
@@ -100,6 +116,8 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
     except SourceError as e:
         _fail(rt, job_id, job.stream_id, f"{e.code}: {e}")
         return
+    except OUTAGES:  # the store or the broker is down: not the job's fault (the task runs again)
+        raise
     except Exception as e:
         _fail(rt, job_id, job.stream_id, f"ingest_failed: {type(e).__name__}: {e}")
         raise
@@ -107,6 +125,7 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
         _fail(rt, job_id, job.stream_id, "corrupt_video: no frame could be sampled")
         return
     rt.records.update_job(job_id, frames_sampled=n, sampling_done=1)
+    log.info("job %s: %d frames sampled", job_id, n)
     check_done(rt, job_id)
 
 
@@ -114,7 +133,9 @@ class _Stopped(Exception):
     """The stream was stopped (DELETE) while its video was being read."""
 
 
-def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame], lease: Lease) -> int:
+def _dispatch_chunk(
+    rt: Runtime, job_id: str, stream_id: str, kind: str, batch: list[Frame], lease: Lease
+) -> int:
     """Queue one chunk for the encoders; returns the frames handed over so far.
 
     A chunk already in the memory (an ingest taken over from a dead worker) is not sent again.
@@ -127,6 +148,7 @@ def _dispatch_chunk(rt: Runtime, job_id: str, stream_id: str, batch: list[Frame]
     key = rt.frames.put(stream_id, batch)
     rt.records.update_job(job_id, frames_sampled=end)
     rt.submit("encode", job_id, stream_id, key)
+    metrics.record(rt.redis, metrics.inc(metrics.FRAMES_SAMPLED, len(batch), kind=kind))
     return end
 
 
@@ -160,6 +182,7 @@ def _finish(rt: Runtime, job_id: str) -> None:
 # ---- encode ------------------------------------------------------------------------------
 
 
+@log_args("job_id", "stream_id")
 def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> None:
     """Encode one chunk of frames and append it to the stream's memory (idempotent).
 
@@ -185,8 +208,11 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
     try:
         backend = rt.backend()
         rec = rt.records.stream(stream_id)
+        bind_log_context(tenant=rec.tenant)
         cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
+        t0 = time.perf_counter()
         tokens = backend.encode(np.stack([f.image for f in frames]))
+        encode_s = time.perf_counter() - t0
         texts = text_costs(backend, cfg, [f.pts for f in frames])
         encoded = [
             EncodedFrame(
@@ -200,6 +226,10 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
             for i, f in enumerate(frames)
         ]
         rt.memory.append(stream_id, encoded)
+        metrics.record(rt.redis, metrics.inc(metrics.FRAMES_ENCODED, len(frames), kind=rec.kind),
+                       metrics.observe(metrics.ENCODE_SECONDS, encode_s))  # fmt: skip
+    except OUTAGES:  # the store or the broker is down: not the chunk's fault (the task runs again)
+        raise
     except Exception as e:  # a bug or a broken model: fail loudly instead of waiting forever
         _chunk_failed(rt, job_id, stream_id, f"encode_failed: {type(e).__name__}: {e}")
         raise
@@ -244,6 +274,7 @@ def check_done(rt: Runtime, job_id: str) -> None:
 # ---- answer ------------------------------------------------------------------------------
 
 
+@log_args("stream_id", answer_id="request_id")
 def answer_question(
     rt: Runtime,
     stream_id: str,

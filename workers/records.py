@@ -75,6 +75,7 @@ class StreamRecord:
     sample_mode: str
     created_at: float
     error: str | None = None
+    tenant: str = "local"  # who owns it: only this tenant's API keys see it
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class JobRecord:
     progress: float
     created_at: float
     error: str | None = None
+    tenant: str = "local"
 
 
 class Records:
@@ -111,6 +113,13 @@ class Records:
     def _streams(self) -> str:
         return f"{self.prefix}:streams"
 
+    def _tenant_streams(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:streams"
+
+    def stream_key(self, stream_id: str) -> str:
+        """The Redis hash of a stream's record (for pipelined reads of many streams)."""
+        return self._stream(stream_id)
+
     # ---- streams ----
 
     def create_stream(self, rec: StreamRecord) -> None:
@@ -118,6 +127,7 @@ class Records:
         with self.r.pipeline() as p:
             p.hset(self._stream(rec.stream_id), mapping=fields)
             p.zadd(self._streams(), {rec.stream_id: rec.created_at})
+            p.zadd(self._tenant_streams(rec.tenant), {rec.stream_id: rec.created_at})
             p.execute()
 
     def stream(self, stream_id: str) -> StreamRecord:
@@ -135,13 +145,27 @@ class Records:
             sample_mode=h["sample_mode"],
             created_at=float(h["created_at"]),
             error=h.get("error") or None,
+            tenant=h.get("tenant", "local"),
         )
 
     def stream_exists(self, stream_id: str) -> bool:
         return bool(self.r.hexists(self._stream(stream_id), "stream_id"))
 
     def stream_ids(self) -> list[str]:
+        """Every tenant's streams, oldest first."""
         return [_s(x) for x in self.r.zrange(self._streams(), 0, -1)]
+
+    def tenant_stream_ids(self, tenant: str) -> list[str]:
+        """One tenant's streams, oldest first."""
+        return [_s(x) for x in self.r.zrange(self._tenant_streams(tenant), 0, -1)]
+
+    def owned_stream(self, stream_id: str, tenant: str) -> StreamRecord:
+        """The stream, if ``tenant`` owns it. Another tenant's stream is unknown (never "forbidden": that
+        would tell who has which ids)."""
+        rec = self.stream(stream_id)
+        if rec.tenant != tenant:
+            raise UnknownStreamRecord(stream_id)
+        return rec
 
     def set_stream_state(self, stream_id: str, state: StreamState, error: str | None = None) -> bool:
         """Set the state of an existing stream (a deleted one stays deleted). False if none."""
@@ -154,18 +178,28 @@ class Records:
             self.r.hset(self._stream(stream_id), "error", error)
 
     def delete_stream(self, stream_id: str) -> None:
+        tenant = self.r.hget(self._stream(stream_id), "tenant")
         with self.r.pipeline() as p:
             p.delete(self._stream(stream_id))
             p.zrem(self._streams(), stream_id)
+            p.zrem(self._tenant_streams(_s(tenant) if tenant else "local"), stream_id)
             p.execute()
 
     # ---- jobs ----
 
-    def create_job(self, job_id: str, stream_id: str, source_path: str, expected_frames: int | None) -> None:
+    def create_job(
+        self,
+        job_id: str,
+        stream_id: str,
+        source_path: str,
+        expected_frames: int | None,
+        tenant: str = "local",
+    ) -> None:
         self.r.hset(
             self._job(job_id),
             mapping={
                 "job_id": job_id,
+                "tenant": tenant,
                 "stream_id": stream_id,
                 "state": "queued",
                 "source_path": source_path,
@@ -193,7 +227,15 @@ class Records:
             progress=float(h["progress"]),
             created_at=float(h["created_at"]),
             error=h.get("error") or None,
+            tenant=h.get("tenant", "local"),
         )
+
+    def owned_job(self, job_id: str, tenant: str) -> JobRecord:
+        """The job, if ``tenant`` owns it; another tenant's job is unknown."""
+        job = self.job(job_id)
+        if job.tenant != tenant:
+            raise UnknownJob(job_id)
+        return job
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         mapping: dict[Any, Any] = fields
@@ -201,6 +243,9 @@ class Records:
 
     def raise_progress(self, job_id: str, value: float) -> float:
         return float(_s(self._raise_to(keys=[self._job(job_id)], args=["progress", f"{value:.6f}"])))
+
+    def delete_job(self, job_id: str) -> None:
+        self.r.delete(self._job(job_id))
 
     def expire_job(self, job_id: str, ttl_s: int) -> None:
         self.r.expire(self._job(job_id), ttl_s)

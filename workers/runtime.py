@@ -14,6 +14,7 @@ import fakeredis
 from redis import Redis
 
 from model.memory import MemoryConfig, TokenMemory
+from stream.urls import NetworkPolicy
 from vidmem.settings import Settings
 from workers.frames import FrameStore
 from workers.live_records import LiveRecords
@@ -81,6 +82,12 @@ class Runtime:
         from workers.models import load_backend
 
         return self._cached("backend", lambda: load_backend(self.settings))
+
+    def url_policy(self) -> NetworkPolicy:
+        """Where a client's URL (a video or a live stream) may lead: url_allowed_networks and
+        url_blocked_networks over the built-in forbidden networks (``stream.urls.FORBIDDEN_NETWORKS``)."""
+        s = self.settings
+        return NetworkPolicy(tuple(s.url_allowed_networks), tuple(s.url_blocked_networks))
 
     def memory_config(self, budget: int) -> MemoryConfig:
         """The memory config of a new stream: geometry from the loaded backend, policy from settings."""

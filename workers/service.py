@@ -17,6 +17,7 @@ from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
+from workers.quotas import check_ask_rate, check_stream_quota
 from workers.records import LIVE_KINDS, StreamRecord, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
 
@@ -39,9 +40,15 @@ def check_video(rt: Runtime, src: str, *, local: bool) -> VideoInfo:
     Raises stream.errors.SourceError subclasses (each with a ``code``).
     """
     s = rt.settings
+    policy = rt.url_policy()  # where a URL's host may resolve: checked here and again at each open
     if not local:
-        check_source(src, s.allowed_schemes)
-    opts = {"allowed_schemes": s.allowed_schemes, "allow_local": local, "timeout_s": s.open_timeout_s}
+        check_source(src, s.allowed_schemes, network_policy=policy)
+    opts = {
+        "allowed_schemes": s.allowed_schemes,
+        "allow_local": local,
+        "timeout_s": s.open_timeout_s,
+        "network_policy": policy,
+    }
     info = probe(src, **opts)  # type: ignore[arg-type]
     # Headers can look fine over garbage: decode one keyframe (raises CorruptVideo if none decodes).
     with contextlib.closing(sample_frames(src, mode="keyframes", size=(32, 32), **opts)) as frames:  # type: ignore[arg-type]
@@ -51,6 +58,7 @@ def check_video(rt: Runtime, src: str, *, local: bool) -> VideoInfo:
 
 def submit_video(
     rt: Runtime,
+    tenant: str,
     src: str,
     *,
     local: bool,
@@ -60,7 +68,10 @@ def submit_video(
     mode: str | None = None,
     name: str = "",
 ) -> tuple[str, str]:
-    """Create a stream and a job for a checked video and queue its ingest. Returns (job_id, stream_id)."""
+    """Create a stream and a job for a checked video and queue its ingest. Returns (job_id, stream_id).
+
+    If the task cannot be queued (the broker is down: BrokerUnavailable), the stream and the job are
+    removed again, so that nothing looks queued forever, and the error is raised."""
     s = rt.settings
     fps = fps or s.fps
     mode = mode or s.sample_mode
@@ -77,18 +88,25 @@ def submit_video(
             budget=budget or s.budget,
             sample_mode=mode,
             created_at=time.time(),
+            tenant=tenant,
         )
     )
     expected = None
     if info.duration_s and mode == "fps":
         expected = max(1, int(info.duration_s * fps))
-    rt.records.create_job(job_id, stream_id, src, expected)
-    rt.submit("ingest", job_id)
+    rt.records.create_job(job_id, stream_id, src, expected, tenant=tenant)
+    try:
+        rt.submit("ingest", job_id)
+    except BaseException:
+        rt.records.delete_job(job_id)
+        rt.records.delete_stream(stream_id)
+        raise
     return job_id, stream_id
 
 
 def create_live_stream(
     rt: Runtime,
+    tenant: str,
     url: str,
     *,
     fps: float | None = None,
@@ -99,17 +117,19 @@ def create_live_stream(
     """Register a live stream (RTSP, HTTP MJPEG, HLS); an ingest process starts reading it at once.
 
     With ``check``, the URL must give a frame within the live open and read timeouts, so a wrong
-    address is refused now (SourceError) rather than retried forever.
+    address is refused now (SourceError) rather than retried forever. A tenant at its limit of live
+    streams is refused first (QuotaExceeded).
     """
     from stream.live_check import check_live
     from workers.live import live_config
 
+    check_stream_quota(rt, tenant, "live")
     fps = fps or rt.settings.fps
     config = live_config(rt, fps)
     if check:
         check_live(url, config)
     else:
-        check_source(url, config.allowed_schemes)
+        check_source(url, config.allowed_schemes, network_policy=config.network_policy)
     stream_id = new_id()
     shown = redact(url)
     rec = StreamRecord(
@@ -122,13 +142,14 @@ def create_live_stream(
         budget=budget or rt.settings.budget,
         sample_mode="fps",
         created_at=time.time(),
+        tenant=tenant,
     )
     rt.live.create(rec, url)
     return stream_id
 
 
 def create_webrtc_stream(
-    rt: Runtime, *, fps: float | None = None, budget: int | None = None, name: str = ""
+    rt: Runtime, tenant: str, *, fps: float | None = None, budget: int | None = None, name: str = ""
 ) -> str:
     """Register a stream of kind "webrtc": the API process that holds the connection reads its track."""
     stream_id = new_id()
@@ -142,13 +163,14 @@ def create_webrtc_stream(
         budget=budget or rt.settings.budget,
         sample_mode="fps",
         created_at=time.time(),
+        tenant=tenant,
     )
     rt.live.create(rec, None)
     return stream_id
 
 
-def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
-    job = rt.records.job(job_id)
+def job_view(rt: Runtime, tenant: str, job_id: str) -> dict[str, Any]:
+    job = rt.records.owned_job(job_id, tenant)
     encoded = rt.memory.next_seq(job.stream_id)
     return {
         "job_id": job.job_id,
@@ -161,8 +183,8 @@ def job_view(rt: Runtime, job_id: str) -> dict[str, Any]:
     }
 
 
-def stream_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
-    rec = rt.records.stream(stream_id)
+def stream_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
+    rec = rt.records.owned_stream(stream_id, tenant)
     out: dict[str, Any] = asdict(rec) | {
         "frames_encoded": 0,
         "tokens_used": 0,
@@ -228,19 +250,19 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
     return out
 
 
-def list_streams(rt: Runtime) -> list[dict[str, Any]]:
+def list_streams(rt: Runtime, tenant: str) -> list[dict[str, Any]]:
     out = []
-    for sid in rt.records.stream_ids():
+    for sid in rt.records.tenant_stream_ids(tenant):
         try:
-            out.append(stream_view(rt, sid))
+            out.append(stream_view(rt, tenant, sid))
         except UnknownStreamRecord:  # purged while we listed
             continue
     return out
 
 
-def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
+def memory_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
     """The memory's layout: per slot its span, side and the prompt tokens it costs."""
-    rec = rt.records.stream(stream_id)
+    rec = rt.records.owned_stream(stream_id, tenant)
     if not rt.memory.exists(stream_id):
         return {"stream_id": stream_id, "budget": rec.budget, "tokens_used": 0, "version": 0, "side": None,
                 "frames": 0, "slots": []}  # fmt: skip
@@ -268,17 +290,17 @@ def memory_view(rt: Runtime, stream_id: str) -> dict[str, Any]:
     }
 
 
-def thumbnail(rt: Runtime, stream_id: str, slot_id: int) -> bytes:
-    rt.records.stream(stream_id)
+def thumbnail(rt: Runtime, tenant: str, stream_id: str, slot_id: int) -> bytes:
+    rt.records.owned_stream(stream_id, tenant)
     data = rt.memory.thumbnail(stream_id, slot_id)
     if data is None:
         raise ServiceError("unknown_slot", f"stream {stream_id} has no slot {slot_id}")
     return data
 
 
-def thumbnail_at(rt: Runtime, stream_id: str, t: float) -> tuple[int, float, float, bytes]:
+def thumbnail_at(rt: Runtime, tenant: str, stream_id: str, t: float) -> tuple[int, float, float, bytes]:
     """(slot_id, t0, t1, JPEG) of the slot covering stream time ``t``, or of the nearest slot."""
-    rt.records.stream(stream_id)
+    rt.records.owned_stream(stream_id, tenant)
     if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
     slot = min(slots, key=lambda s: 0.0 if s.t0 <= t <= s.t1 else min(abs(t - s.t0), abs(t - s.t1)))
@@ -290,6 +312,7 @@ def thumbnail_at(rt: Runtime, stream_id: str, t: float) -> tuple[int, float, flo
 
 def ask(
     rt: Runtime,
+    tenant: str,
     stream_id: str,
     question: str,
     max_new_tokens: int | None = None,
@@ -299,9 +322,11 @@ def ask(
     """Queue an answer and yield its events (pieces, then done/error).
 
     The answer covers the stream's whole memory, or the slots between ``since`` and ``until``
-    (``timewindow``), which then have the prompt's whole budget to themselves.
+    (``timewindow``), which then have the prompt's whole budget to themselves. Each ask counts against
+    the tenant's ``ask_per_minute`` (QuotaExceeded beyond it).
     """
-    rec = rt.records.stream(stream_id)
+    rec = rt.records.owned_stream(stream_id, tenant)
+    check_ask_rate(rt, tenant)
     if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")
     clock = timewindow.Clock(now=time.time(), created_at=rec.created_at, end=slots[-1].t1,
@@ -327,8 +352,8 @@ def _finite(x: float) -> float | None:
     return x if abs(x) != float("inf") else None
 
 
-def delete_stream(rt: Runtime, stream_id: str, purge: bool) -> None:
-    rec = rt.records.stream(stream_id)
+def delete_stream(rt: Runtime, tenant: str, stream_id: str, purge: bool) -> None:
+    rec = rt.records.owned_stream(stream_id, tenant)
     if purge:
         rt.records.delete_stream(stream_id)  # first: a reader's next hand-over and encodes now refuse it
         rt.live.delete(stream_id)

@@ -13,11 +13,13 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from api.auth import TenantDep
 from api.deps import RuntimeDep
 from api.errors import ApiError
 from api.schemas import JobPublic, VideoAccepted, VideoForm, VideoUrlCreate
 from stream.errors import SourceError
 from workers import service
+from workers.quotas import check_stream_quota
 
 router = APIRouter()
 
@@ -45,19 +47,24 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 
 @router.post("/v1/videos", status_code=202, response_model=VideoAccepted, openapi_extra=_UPLOAD_DOC)
-async def create_video(request: Request, rt: RuntimeDep) -> VideoAccepted:
-    """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued."""
+async def create_video(request: Request, rt: RuntimeDep, tenant: TenantDep) -> VideoAccepted:
+    """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued.
+
+    A tenant with ``tenant_max_jobs`` videos in progress is refused (429) before the body is read."""
     ctype = request.headers.get("content-type", "").strip().lower()
+    await run_in_threadpool(check_stream_quota, rt, tenant, "upload")
     if ctype.startswith("multipart/form-data"):
-        return await _from_upload(request, rt)
+        return await _from_upload(request, rt, tenant)
     if ctype.startswith("application/json"):
         try:
             body = VideoUrlCreate.model_validate_json(await request.body())
         except ValidationError as e:
             raise ApiError("validation_error", _msg(e), 422) from None
         info = await run_in_threadpool(service.check_video, rt, body.url, local=False)
-        job_id, stream_id = service.submit_video(
+        job_id, stream_id = await run_in_threadpool(
+            service.submit_video,
             rt,
+            tenant,
             body.url,
             local=False,
             info=info,
@@ -70,7 +77,7 @@ async def create_video(request: Request, rt: RuntimeDep) -> VideoAccepted:
     raise ApiError("unsupported_media_type", "send multipart/form-data with a file, or JSON with a url", 415)
 
 
-async def _from_upload(request: Request, rt: RuntimeDep) -> VideoAccepted:
+async def _from_upload(request: Request, rt: RuntimeDep, tenant: str) -> VideoAccepted:
     form = await request.form(max_files=1, max_fields=10)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -96,10 +103,14 @@ async def _from_upload(request: Request, rt: RuntimeDep) -> VideoAccepted:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    job_id, stream_id = service.submit_video(
-        rt, str(path), local=True, info=info, fps=fields.fps, budget=fields.budget, mode=fields.mode,
-        name=fields.name or (upload.filename or ""),
-    )  # fmt: skip
+    try:
+        job_id, stream_id = await run_in_threadpool(
+            service.submit_video, rt, tenant, str(path), local=True, info=info, fps=fields.fps,
+            budget=fields.budget, mode=fields.mode, name=fields.name or (upload.filename or ""),
+        )  # fmt: skip
+    except BaseException:  # not queued (broker down): nothing will ever read the file
+        path.unlink(missing_ok=True)
+        raise
     return VideoAccepted(job_id=job_id, stream_id=stream_id)
 
 
@@ -125,5 +136,5 @@ def _msg(e: ValidationError) -> str:
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobPublic)
-def get_job(job_id: str, rt: RuntimeDep) -> dict[str, Any]:
-    return service.job_view(rt, job_id)
+def get_job(job_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
+    return service.job_view(rt, tenant, job_id)

@@ -23,6 +23,9 @@ def test_api_process_serves_without_importing_torch(redis_server: RedisServer, t
         app = create_app(Settings(redis_url={redis_server.url!r}, upload_dir={str(tmp_path)!r}))
         c = TestClient(app)
         assert c.get("/healthz").status_code == 200
+        assert c.get("/v1/streams").status_code == 401  # distributed mode: keys
+        from workers.tenants import ApiKeys
+        c.headers["Authorization"] = "Bearer " + ApiKeys(app.state.runtime.redis).create("t")[1]
         assert c.get("/v1/streams").status_code == 200
         r = c.post("/v1/videos", files={{"file": ("x.mp4", b"not a video", "video/mp4")}})
         assert r.status_code == 415, r.text

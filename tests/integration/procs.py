@@ -8,12 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from bench.redis_server import free_port
 from tests.conftest import REPO
+from workers.tenants import ApiKeys
 
 VIDMEM = [sys.executable, "-m", "vidmem.cli"]
 
@@ -65,6 +70,29 @@ def stop_all(procs: list[Proc]) -> None:
         p.stop()
     for p in procs:
         print(f"--- {p.log.name}\n{p.tail(1500)}")
+
+
+@contextmanager
+def run_cluster(
+    env: dict[str, str], logdir: Path, **commands: list[str]
+) -> Iterator[tuple[str, dict[str, Proc]]]:
+    """Start each named ``vidmem`` command (its arguments after ``vidmem``) and the API (``api``, on a
+    free port); once the API is healthy, yield (its base URL, the processes); stop them all by PID."""
+    port = free_port()
+    procs = {name: Proc(name, [*VIDMEM, *args], env, logdir) for name, args in commands.items()}
+    procs["api"] = Proc("api", [*VIDMEM, "serve", "--port", str(port)], env, logdir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, procs["api"])
+        yield base, procs
+    finally:
+        stop_all(list(procs.values()))
+
+
+def keyed_client(base: str, redis_url: str, tenant: str = "tests", **kwargs: object) -> httpx.Client:
+    """An HTTP client of the API at ``base`` with a new API key of ``tenant`` (distributed mode needs one)."""
+    key = ApiKeys(redis.Redis.from_url(redis_url)).create(tenant)[1]
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, **kwargs)  # type: ignore[arg-type]
 
 
 def distributed_env(redis_url: str, model_cache: Path, **settings: object) -> dict[str, str]:

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 
 from tests.conftest import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, keyed_client, stop_all, wait_healthy
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer
 from workers.live import TAKEOVER
@@ -54,10 +53,10 @@ def live_cluster(
 
 
 def test_ingest_failover_reads_each_frame_once(
-    live_cluster: tuple[str, dict[str, Proc]], rtsp_server: RtspServer
+    live_cluster: tuple[str, dict[str, Proc]], rtsp_server: RtspServer, redis_server: RedisServer
 ) -> None:
     base, ingests = live_cluster
-    with httpx.Client(base_url=base, timeout=60) as c:
+    with keyed_client(base, redis_server.url, timeout=60) as c:
 
         def view() -> dict[str, Any]:
             r = c.get(f"/v1/streams/{sid}")

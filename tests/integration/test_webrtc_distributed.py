@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 from aiortc.contrib.media import MediaPlayer
 
 from tests.conftest import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, keyed_client, stop_all, wait_healthy
 from tests.rtc_peers import BrowserPeer, LoopThread
 from tests.stream.clips import make_clip
 from tests.stream.live_helpers import wait_until
@@ -45,6 +44,7 @@ class RtcCluster:
     api: Proc
     worker: Proc
     redis: redis.Redis
+    redis_url: str
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def rtc_cluster(
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base, api)
-        yield RtcCluster(base, api, worker, client)
+        yield RtcCluster(base, api, worker, client, redis_server.url)
     finally:
         stop_all([api, worker])
         client.close()
@@ -104,7 +104,7 @@ def test_browser_stream_through_celery_workers(
     cl = rtc_cluster
     started = time.monotonic()
     peer = clip_peer(client_loop, camera_clip)
-    with httpx.Client(base_url=cl.base, timeout=30) as c:
+    with keyed_client(cl.base, cl.redis_url, timeout=30) as c:
 
         def view() -> dict[str, Any]:
             r = c.get(f"/v1/streams/{sid}")

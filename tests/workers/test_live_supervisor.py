@@ -17,6 +17,7 @@ from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor, SourceClock
 from workers.runtime import Runtime
+from workers.tenants import LOCAL_TENANT
 
 
 def test_a_failed_beat_is_retried(fake_redis: redis.Redis) -> None:
@@ -115,7 +116,7 @@ def _handed_over(rt: Runtime, sid: str) -> list[int]:
 
 def test_an_adopted_feed_survives_a_failed_hand_over_and_an_expired_lease(fake_redis: redis.Redis) -> None:
     rt, submitted = _webrtc_runtime(fake_redis)
-    sid = service.create_webrtc_stream(rt)
+    sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
     dispatch, failures = rt.live.dispatch, []
 
     def flaky(*args: Any) -> str:
@@ -152,7 +153,7 @@ def test_an_adopted_feed_survives_a_failed_hand_over_and_an_expired_lease(fake_r
 
 def test_an_ended_feed_hands_over_its_queue_then_the_stream_is_done(fake_redis: redis.Redis) -> None:
     rt, _ = _webrtc_runtime(fake_redis)
-    sid = service.create_webrtc_stream(rt)
+    sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
     feed = _Feed()
     feed.push(7)
     feed.end()  # the browser left with 7 frames still queued
@@ -168,14 +169,14 @@ def test_an_ended_feed_hands_over_its_queue_then_the_stream_is_done(fake_redis: 
 
 def test_a_deleted_webrtc_stream_stays_stopped(fake_redis: redis.Redis) -> None:
     rt, _ = _webrtc_runtime(fake_redis)
-    sid = service.create_webrtc_stream(rt)
+    sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
     feed = _Feed()
     sup = LiveSupervisor(rt, claim=False).start()
     try:
         sup.adopt(sid, feed)
         feed.push(2)
         _wait(lambda: rt.live.status(sid).frames_sampled == 2, "frames handed over")
-        service.delete_stream(rt, sid, purge=False)
+        service.delete_stream(rt, LOCAL_TENANT, sid, purge=False)
         _wait(lambda: feed.state == "stopped", "the reader closed its feed")
         _wait(lambda: sid not in sup.readers, "the reader gone")
     finally:

@@ -14,6 +14,7 @@ from vidmem.settings import Settings
 from workers import pipeline, service
 from workers.lease import Lease
 from workers.runtime import Runtime
+from workers.tenants import LOCAL_TENANT
 
 
 class Recorder:
@@ -49,7 +50,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def submit(rt: Runtime, clip: Path) -> tuple[str, str]:
     info = service.check_video(rt, str(clip), local=True)
-    return service.submit_video(rt, str(clip), local=True, info=info, fps=2.0)
+    return service.submit_video(rt, LOCAL_TENANT, str(clip), local=True, info=info, fps=2.0)
 
 
 def frames_in_memory(rt: Runtime, sid: str) -> list[int]:
@@ -60,7 +61,7 @@ def frames_in_memory(rt: Runtime, sid: str) -> list[int]:
 def test_ingest_runs_every_frame_once(rt: Runtime, clip: Path) -> None:
     job_id, sid = submit(rt, clip)
     pipeline.ingest_video(rt, job_id)
-    job = service.job_view(rt, job_id)
+    job = service.job_view(rt, LOCAL_TENANT, job_id)
     assert job["state"] == "done" and job["progress"] == 1.0
     assert job["frames_sampled"] == job["frames_encoded"] == 24
     assert frames_in_memory(rt, sid) == list(range(24))
@@ -85,7 +86,7 @@ def test_redelivered_ingest_takes_over_from_a_dead_worker(rt: Runtime, clip: Pat
     assert not done.wait(0.5), "the redelivery must wait while the lease is held"
     t.join(30)  # the dead worker's lease expires after 1 s
     assert done.is_set()
-    job = service.job_view(rt, job_id)
+    job = service.job_view(rt, LOCAL_TENANT, job_id)
     assert job["state"] == "done" and job["frames_encoded"] == 24
     assert frames_in_memory(rt, sid) == list(range(24))  # none lost, none twice
     assert isinstance(rt.dispatcher, Recorder)
@@ -132,9 +133,9 @@ def test_expired_frames_fail_the_job_instead_of_hanging(rt: Runtime, clip: Path)
     retried = rt.frames.put(sid, frames[:4])
     rt.frames.delete(retried)
     pipeline.encode_chunk(rt, job_id, sid, retried)  # a redelivery of an appended chunk: fine
-    assert service.job_view(rt, job_id)["state"] != "failed"
+    assert service.job_view(rt, LOCAL_TENANT, job_id)["state"] != "failed"
     lost = rt.frames.put(sid, frames[4:8])
     rt.frames.delete(lost)  # what the TTL does to frames no encoder took in time
     pipeline.encode_chunk(rt, job_id, sid, lost)
-    job = service.job_view(rt, job_id)
+    job = service.job_view(rt, LOCAL_TENANT, job_id)
     assert job["state"] == "failed" and job["error"].startswith("frames_expired: frames 4..7")
