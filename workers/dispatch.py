@@ -10,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from workers.runtime import Runtime
 
@@ -43,8 +44,35 @@ def _log_failure(fut: Future[None]) -> None:
         log.error("in-process task failed", exc_info=fut.exception())
 
 
+class BrokerUnavailable(Exception):
+    """The task queue (Celery broker) could not take a task: the API answers 503 with ``Retry-After``."""
+
+    code = "broker_unavailable"
+    retry_after_s = 5
+
+
+PUBLISH_FAST: dict[str, float] = {"max_retries": 0}
+"""Publishing for a waiting client (the API, a live reader): one attempt, so an unreachable broker is
+reported at once when its port is closed, and within ``celery_app.BROKER_SOCKET_TIMEOUT_S`` when it hangs.
+(A pooled connection the broker closed is replaced before use by redis-py, so a restarted broker needs no
+retry.)"""
+
+PUBLISH_PATIENT: dict[str, float] = {
+    "max_retries": 12,
+    "interval_start": 0.5,
+    "interval_step": 0.5,
+    "interval_max": 2,
+}
+"""Publishing from inside a task (ingest queueing encodes): nobody waits on it, and a failure would fail
+the job, so it rides out a broker restart of about 20 s."""
+
+
 class CeleryDispatcher:
-    """Distributed mode: send the task by name to its queue; any worker on that queue runs it."""
+    """Distributed mode: send the task by name to its queue; any worker on that queue runs it.
+
+    Raises ``BrokerUnavailable`` when the broker cannot be reached (fast from the API, patiently from a
+    worker's task). Results are never stored (``ignore_result``): sending does not touch the result backend.
+    """
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -52,4 +80,16 @@ class CeleryDispatcher:
     def submit(self, task: str, *args: Any) -> None:
         if task not in QUEUES:
             raise ValueError(f"unknown task {task!r}")
-        self.app.send_task(f"vidmem.{task}", args=list(args), queue=task)
+        in_task = self.app.current_worker_task is not None
+        try:
+            self.app.send_task(
+                f"vidmem.{task}",
+                args=list(args),
+                queue=task,
+                ignore_result=True,
+                retry=True,
+                retry_policy=PUBLISH_PATIENT if in_task else PUBLISH_FAST,
+            )
+        except OperationalError as e:  # kombu's wrapper of the transport's connection and timeout errors
+            log.warning("task %s not queued: the broker is unreachable (%s)", task, e)
+            raise BrokerUnavailable("the task queue is unreachable; try again later") from e
