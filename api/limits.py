@@ -1,7 +1,7 @@
 """An ASGI middleware that refuses request bodies over a size limit with 413 and a JSON error.
 
-Uploads (multipart) may be as large as ``max_upload_mb``; any other body (JSON, an SDP offer) at most
-``max_body_kb``, so that a huge JSON document is never parsed."""
+``POST /v1/videos`` (uploads) may be as large as ``max_upload_mb``; any other body (JSON, an SDP offer) at
+most ``max_body_kb``, so that a huge document is never read, whatever its declared content type."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
+    upload_path = "/v1/videos"
+
     def __init__(self, app: ASGIApp, max_upload_bytes: int, max_body_bytes: int) -> None:
         self.app = app
         self.max_upload_bytes = max_upload_bytes
@@ -26,7 +28,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        upload = headers.get(b"content-type", b"").lower().lstrip().startswith(b"multipart/form-data")
+        # Only the upload route takes a large body, whatever content type a client declares elsewhere.
+        upload = scope["method"] == "POST" and scope["path"] == self.upload_path
         limit = self.max_upload_bytes if upload else self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

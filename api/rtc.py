@@ -84,6 +84,7 @@ class Peers:
     ) -> Answer:
         """Answer an offer and start reading its video as a new stream of ``tenant``. Raises ServiceError
         (``code``: too_many_peers, bad_sdp, no_video, unsupported_codec) or QuotaExceeded."""
+        await run_in_threadpool(check_stream_quota, self.rt, tenant, "webrtc")
         if len(self) >= self.settings.webrtc_max_peers:
             raise ServiceError(
                 "too_many_peers",
@@ -94,8 +95,7 @@ class Peers:
             info = check_offer(sdp)
         except SdpError as e:
             raise ServiceError(e.code, str(e)) from None
-        await run_in_threadpool(check_stream_quota, self.rt, tenant, "webrtc")
-        place = object()
+        place = object()  # taken before any await: concurrent offers cannot all pass the limit
         self._negotiating.add(place)
         try:
             return await self._negotiate(

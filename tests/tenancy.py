@@ -45,6 +45,8 @@ def call(c: Client, path: str, method: str, ids: dict[str, Any], key: str) -> An
     kwargs: dict[str, Any] = {"headers": {"Authorization": f"Bearer {key}"}}
     if path.endswith("/thumbnail") and "{slot_id}" not in path:
         kwargs["params"] = {"t": 0}
+    if method == "DELETE":
+        kwargs["params"] = {"purge": "true"}  # the strongest delete: erase the stream and its memory
     if method == "POST":
         assert path.endswith("/ask"), f"add a request body for POST {path}"
         kwargs["json"] = {"question": "what is shown?", "max_new_tokens": 4}

@@ -128,7 +128,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner among the JSON lines
     argv = [*quiet, "worker", "-Q", ",".join(queues), "--pool", args.pool, "--concurrency",
             str(args.concurrency), "--loglevel", args.loglevel or settings.log_level, "--without-gossip",
-            "--without-mingle", "-n", args.name]  # fmt: skip
+            "--without-mingle", "-n", args.name or f"{'-'.join(queues)}@%h"]  # fmt: skip
     app.worker_main(argv)
     return 0
 
@@ -230,7 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"])
     w.add_argument("--loglevel", help="default: VIDMEM_LOG_LEVEL (INFO)")
-    w.add_argument("--name", default="vidmem@%h")
+    w.add_argument(
+        "--name",
+        help="Celery node name (default <queues>@%%h, e.g. encode@host: distinct per worker kind on a host; "
+        "two workers of one kind on one host need names of their own)",
+    )
     w.set_defaults(func=cmd_worker)
 
     i = sub.add_parser("ingest", help="run a live-stream reader process (RTSP, HTTP MJPEG, HLS)")

@@ -41,23 +41,24 @@ def active_streams(rt: Runtime, tenant: str) -> dict[str, int]:
     ids = rt.records.tenant_stream_ids(tenant)
     with rt.redis.pipeline(transaction=False) as p:
         for sid in ids:
-            p.hmget(rt.records.stream_key(sid), "kind", "state")
+            p.hmget(rt.records.stream_key(sid), "kind", "state", "created_at")
         rows = p.execute()
     counts = {"live": 0, "jobs": 0}
     now = time.time()
-    for sid, (kind, state) in zip(ids, rows, strict=True):
+    for sid, (kind, state, created) in zip(ids, rows, strict=True):
         if state is None or state.decode() not in ACTIVE_STATES:
             continue
         k = kind.decode()
-        if k == "webrtc" and _stale(rt, sid, now):
+        if k == "webrtc" and _stale(rt, sid, now, created_at=float(created)):
             continue
         counts["live" if k in LIVE_KINDS else "jobs"] += 1
     return counts
 
 
-def _stale(rt: Runtime, sid: str, now: float) -> bool:
+def _stale(rt: Runtime, sid: str, now: float, created_at: float) -> bool:
+    """No heartbeat for two leases (none at all: since its creation), as the stream's view says."""
     beat = rt.live.status(sid).heartbeat_at
-    return beat is not None and now - beat > 2 * rt.settings.live_lease_s
+    return now - (beat if beat is not None else created_at) > 2 * rt.settings.live_lease_s
 
 
 def check_stream_quota(rt: Runtime, tenant: str, kind: str) -> None:

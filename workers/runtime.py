@@ -34,7 +34,12 @@ def make_redis(settings: Settings) -> Redis:
     """The real Redis in distributed mode; an in-process one (fakeredis) in embedded mode."""
     if settings.redis_url is None:
         return fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    return Redis.from_url(settings.redis_url, health_check_interval=30, socket_keepalive=True)
+    # Timeouts: a Redis that hangs (stopped, packets dropped) fails calls after a few seconds instead of
+    # blocking threads forever. The longest blocking command is an answer's 0.5 s XREAD.
+    return Redis.from_url(
+        settings.redis_url, health_check_interval=30, socket_keepalive=True, socket_connect_timeout=5,
+        socket_timeout=10,
+    )  # fmt: skip
 
 
 @dataclass

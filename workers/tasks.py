@@ -88,6 +88,8 @@ def _outlast(fn: Any, *args: Any) -> None:
             fn(*args)
             return
         except pipeline.OUTAGES as e:
+            if isinstance(e, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
+                raise  # a wrong password is a configuration error, not an outage to wait out
             if time.monotonic() > deadline:
                 raise Reject(e, requeue=True) from e
             log.warning("%s: store or broker unreachable (%s); again in %.1f s", fn.__name__, e, delay)

@@ -59,6 +59,8 @@ class ApiKeys:
 
     def create(self, tenant: str, name: str = "") -> tuple[ApiKey, str]:
         """A new key for ``tenant``: (its record, the key itself; shown once, never stored)."""
+        if tenant == LOCAL_TENANT:
+            raise ValueError(f"tenant {LOCAL_TENANT!r} is reserved for the keyless embedded mode")
         if not TENANT_RE.fullmatch(tenant):
             raise ValueError(
                 f"tenant {tenant!r}: use 1-63 of a-z 0-9 _ . - (starting with a letter or digit)"

@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.auth import TenantDep
 from api.deps import RuntimeDep
 from api.errors import STATUS, ApiError
 from api.schemas import AnswerPublic, AskRequest, LiveStreamCreate
 from workers import service
-from workers.answers import AnswerEvent
+from workers.answers import AnswerEvent, AnswerTimeout
 
 router = APIRouter()
 
@@ -27,7 +29,7 @@ async def create_stream(body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDe
         service.create_live_stream, rt, tenant, body.url, fps=body.fps, budget=body.budget, name=body.name,
         check=body.check,
     )  # fmt: skip
-    return service.stream_view(rt, tenant, stream_id)
+    return await run_in_threadpool(service.stream_view, rt, tenant, stream_id)
 
 
 @router.get("/v1/streams")
@@ -95,5 +97,10 @@ def _collect(events: Iterator[AnswerEvent]) -> dict[str, Any]:
 
 
 def _sse(events: Iterator[AnswerEvent]) -> Iterator[str]:
-    for ev in events:
-        yield f"event: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
+    try:
+        for ev in events:
+            yield f"event: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
+    except (AnswerTimeout, RedisConnectionError, RedisTimeoutError) as e:
+        # The 200 is already sent: end the stream with an error event, not a silent truncation.
+        code = "answer_timeout" if isinstance(e, AnswerTimeout) else "store_unavailable"
+        yield f"event: error\ndata: {json.dumps({'code': code, 'message': str(e) or code})}\n\n"

@@ -128,6 +128,8 @@ def test_keys_are_stored_hashed_and_revocable() -> None:
     assert keys.lookup(key) is None and keys.list() == []
     with pytest.raises(ValueError, match="tenant"):
         keys.create("Bad Tenant")
+    with pytest.raises(ValueError, match="reserved"):
+        keys.create("local")  # the keyless embedded mode's tenant
 
 
 def test_revoked_key_is_refused_at_once(keyed: Keyed) -> None:
@@ -180,16 +182,18 @@ def test_embedded_mode_binds_only_to_loopback(
 
 def test_another_tenants_ids_are_unknown_on_every_route(keyed: Keyed, acme_video: dict[str, Any]) -> None:
     c = keyed.client
+    listed = c.get("/v1/streams", headers=keyed.as_(keyed.a2)).json()["streams"]
+    assert [(v["stream_id"], v["tenant"]) for v in listed] == [(acme_video["stream_id"], "acme")]
     for path, method in tenancy.id_operations(c):
         other = tenancy.call(c, path, method, acme_video, keyed.b)
         assert_error(other, 404, tenancy.expected_code(path))
+        view = c.get(f"/v1/streams/{acme_video['stream_id']}", headers=keyed.as_(keyed.a)).json()
+        assert view["state"] == "done", view  # whatever the other tenant tried, the stream is as it was
         # The owner, with either of its keys, is served: the 404 above is isolation, not a broken call.
         owner = tenancy.call(c, path, method, acme_video, keyed.a2)
         assert owner.status_code in (200, 201), (method, path, owner.status_code, owner.text[:300])
     assert c.get("/v1/streams", headers=keyed.as_(keyed.b)).json() == {"streams": []}
-    listed = c.get("/v1/streams", headers=keyed.as_(keyed.a)).json()["streams"]
-    assert [s["stream_id"] for s in listed] == [acme_video["stream_id"]]
-    assert listed[0]["tenant"] == "acme"
+    assert c.get("/v1/streams", headers=keyed.as_(keyed.a)).json() == {"streams": []}  # the owner's purge
 
 
 # ---- quotas, rate, size ---------------------------------------------------------------------
@@ -290,6 +294,11 @@ def test_request_body_limits(strict: Keyed, api_clips: ApiClips) -> None:
     c, h = strict.client, strict.as_(strict.a)
     big = {"url": "rtsp://93.184.215.14/" + "x" * 5000, "check": False}
     assert_error(c.post("/v1/streams", headers=h, json=big), 413, "payload_too_large")
+    # Declaring a multipart body does not buy the upload limit on another route (nor before the key check).
+    fake_form = b"--b\r\n" + b"x" * 10_000
+    multipart = {"content-type": "multipart/form-data; boundary=b"}
+    assert_error(c.post("/v1/streams", headers=h | multipart, content=fake_form), 413, "payload_too_large")
+    assert_error(c.post("/v1/streams", headers=multipart, content=fake_form), 413, "payload_too_large")
     sdp = {"sdp": "v=0\r\n" + "a=x\r\n" * 2000, "type": "offer"}
     assert_error(c.post("/v1/webrtc/offer", headers=h, json=sdp), 413, "payload_too_large")
     # Uploads have their own, larger limit: a clip far over 4 KiB is accepted.

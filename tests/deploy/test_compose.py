@@ -21,7 +21,6 @@ import yaml
 from bench.redis_server import RedisServer
 from tests.conftest import REPO
 from tests.integration.procs import VIDMEM, Proc, distributed_env
-from vidmem.cli import build_parser
 
 PASSWORD = "0123456789abcdef-test"
 REDIS_URL = f"redis://:{PASSWORD}@redis:6379/0"
@@ -113,8 +112,9 @@ def test_roles_and_gpu_reservations(services: dict[str, Any]) -> None:
 
 
 def test_worker_healthcheck_pings_the_node_name_vidmem_worker_uses(services: dict[str, Any]) -> None:
-    assert build_parser().parse_args(["worker"]).name == "vidmem@%h"  # %h: the container's hostname
     for name in WORKERS:
+        argv = services[name]["command"]
+        assert argv[argv.index("--name") + 1] == "vidmem@%h", name  # %h: the container's hostname
         assert "['vidmem@' + socket.gethostname()]" in services[name]["healthcheck"]["test"][-1], name
 
 
@@ -158,7 +158,8 @@ def test_healthchecks_run_against_real_processes(
     assert _health(services, "ingest", env) == 0
     assert _health(services, "ingest", env | {"VIDMEM_REDIS_URL": "redis://127.0.0.1:1/0"}) != 0
     assert _health(services, "worker-ingest", env) != 0  # no worker yet: no reply within 5 s
-    worker = Proc("worker", [*VIDMEM, "worker", "--queues", "ingest"], env, tmp_path)
+    command = services["worker-ingest"]["command"]  # the service's own command: vidmem worker ...
+    worker = Proc("worker", [*VIDMEM, *command[1:]], env, tmp_path)
     try:
         deadline = time.monotonic() + 60
         while _health(services, "worker-ingest", env) != 0:  # until the node vidmem@<this host> answers

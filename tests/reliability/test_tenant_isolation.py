@@ -57,8 +57,9 @@ def test_every_endpoint_refuses_another_tenants_ids(
             assert other.status_code == 404, (method, path, other.status_code, other.text)
             assert other.json()["error"]["code"] == tenancy.expected_code(path), other.text
             figures.add("refused")
-            if method == "DELETE":  # globex's DELETE changed nothing: the owner's memory is whole
+            if method == "DELETE":  # globex's DELETE (with purge) changed nothing: stream and memory whole
                 assert c.get(f"/v1/streams/{ids['stream_id']}/memory").json() == mem
+                assert c.get(f"/v1/streams/{ids['stream_id']}").json()["state"] == "done"
             owner = tenancy.call(c, path, method, ids, owner2)
             assert owner.status_code in (200, 201), (method, path, owner.status_code, owner.text[:300])
             figures.add("served_to_owner")
