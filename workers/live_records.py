@@ -67,6 +67,11 @@ class LiveStatus:
     resolution: str | None = None
     """"WxH" of the last frame as the source sent it (before resizing for the encoder)."""
 
+    def reader_gone(self, created_at: float, lease_s: float, now: float) -> bool:
+        """No reader has beaten for two leases (none ever: none since the stream was created)."""
+        beat = self.heartbeat_at if self.heartbeat_at is not None else created_at
+        return now - beat > 2 * lease_s
+
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)

@@ -8,10 +8,8 @@ from __future__ import annotations
 import math
 import time
 
-from workers.records import LIVE_KINDS
+from workers.records import LIVE_KINDS, LIVE_STATES
 from workers.runtime import Runtime
-
-ACTIVE_STATES = ("connecting", "live", "reconnecting")
 
 # A sliding window over two fixed one-minute windows: the previous window's count weighted by how much
 # of it still overlaps the last 60 s, plus the current one's. One INCR per ask; no sorted sets.
@@ -46,19 +44,13 @@ def active_streams(rt: Runtime, tenant: str) -> dict[str, int]:
     counts = {"live": 0, "jobs": 0}
     now = time.time()
     for sid, (kind, state, created) in zip(ids, rows, strict=True):
-        if state is None or state.decode() not in ACTIVE_STATES:
+        if state is None or state.decode() not in LIVE_STATES:
             continue
         k = kind.decode()
-        if k == "webrtc" and _stale(rt, sid, now, created_at=float(created)):
-            continue
+        if k == "webrtc" and rt.live.status(sid).reader_gone(float(created), rt.settings.live_lease_s, now):
+            continue  # its API process is gone, as the stream's view says
         counts["live" if k in LIVE_KINDS else "jobs"] += 1
     return counts
-
-
-def _stale(rt: Runtime, sid: str, now: float, created_at: float) -> bool:
-    """No heartbeat for two leases (none at all: since its creation), as the stream's view says."""
-    beat = rt.live.status(sid).heartbeat_at
-    return now - (beat if beat is not None else created_at) > 2 * rt.settings.live_lease_s
 
 
 def check_stream_quota(rt: Runtime, tenant: str, kind: str) -> None:

@@ -56,6 +56,9 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+LIVE_STATES = ("connecting", "live", "reconnecting")
+"""States of a stream that is still running (a reader, or a job, is on it)."""
+
 LIVE_KINDS = ("live", "webrtc")
 """Stream kinds read as they happen (a camera URL, a browser's WebRTC track): times are wall-clock based,
 and ``live_records`` holds their counters and gaps. The others ("upload", "url") are files."""

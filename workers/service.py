@@ -18,10 +18,9 @@ from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
 from workers.quotas import check_ask_rate, check_stream_quota
-from workers.records import LIVE_KINDS, StreamRecord, UnknownStreamRecord, new_id
+from workers.records import LIVE_KINDS, LIVE_STATES, StreamRecord, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
 
-LIVE_STATES = ("connecting", "live", "reconnecting")
 GAPS_SHOWN = 100
 """Gaps a stream view lists (the newest); ``gaps_total`` counts them all."""
 
@@ -237,8 +236,7 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
         "reader": st.owner,
         "resolution": st.resolution,
     }
-    beat = st.heartbeat_at if st.heartbeat_at is not None else rec.created_at
-    stale = rec.state in LIVE_STATES and time.time() - beat > 2 * rt.settings.live_lease_s
+    stale = rec.state in LIVE_STATES and st.reader_gone(rec.created_at, rt.settings.live_lease_s, time.time())
     if stale and rec.kind == "webrtc":
         out.update(state="stopped", reader=None, last_error="the API process holding the connection is gone")
     elif stale:

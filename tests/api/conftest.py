@@ -113,18 +113,26 @@ class Response(Protocol):
     def json(self) -> Any: ...
 
 
-def upload(client: TestClient, path: Path, name: str | None = None, **fields: Any) -> Response:
+def upload(
+    client: TestClient,
+    path: Path,
+    name: str | None = None,
+    headers: dict[str, str] | None = None,
+    **fields: Any,
+) -> Response:
     data = {k: str(v) for k, v in fields.items()}
     files = {"file": (name or path.name, path.read_bytes(), "video/mp4")}
-    return client.post("/v1/videos", files=files, data=data)
+    return client.post("/v1/videos", files=files, data=data, headers=headers)
 
 
-def wait_job(client: TestClient, job_id: str, timeout_s: float = JOB_TIMEOUT_S) -> list[dict[str, Any]]:
+def wait_job(
+    client: TestClient, job_id: str, timeout_s: float = JOB_TIMEOUT_S, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Poll GET /v1/jobs/{id} until done or failed; return every reading (the last is terminal)."""
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     while True:
-        r = client.get(f"/v1/jobs/{job_id}")
+        r = client.get(f"/v1/jobs/{job_id}", headers=headers)
         assert r.status_code == 200, r.text
         seen.append(r.json())
         if seen[-1]["state"] in ("done", "failed"):

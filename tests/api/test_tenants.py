@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from api.main import create_app
 from tests import tenancy
-from tests.api.conftest import ApiClips, assert_error, make_settings, wait_job
+from tests.api.conftest import ApiClips, assert_error, make_settings, upload, wait_job
 from vidmem.cli import main as cli_main
 from vidmem.settings import Settings
 from workers.dispatch import InProcessDispatcher
@@ -67,19 +67,10 @@ def keyed(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def acme_video(keyed: Keyed, api_clips: ApiClips) -> dict[str, Any]:
     """One finished upload of tenant acme: its job and stream ids and its memory's first slot."""
     c = keyed.client
-    r = c.post(
-        "/v1/videos",
-        headers=keyed.as_(keyed.a),
-        files={"file": ("small.mp4", api_clips.small.read_bytes(), "video/mp4")},
-        data={"fps": "1"},
-    )
+    r = upload(c, api_clips.small, headers=keyed.as_(keyed.a), fps=1)
     assert r.status_code == 202, r.text
     ids = r.json()
-    c.headers.update(keyed.as_(keyed.a))
-    try:
-        assert wait_job(c, ids["job_id"])[-1]["state"] == "done"
-    finally:
-        c.headers.pop("Authorization")
+    assert wait_job(c, ids["job_id"], headers=keyed.as_(keyed.a))[-1]["state"] == "done"
     mem = c.get(f"/v1/streams/{ids['stream_id']}/memory", headers=keyed.as_(keyed.a)).json()
     return ids | {"slot_id": mem["slots"][0]["slot_id"]}
 
@@ -215,38 +206,17 @@ def strict(model_cache: Path, tmp_path: Path) -> Iterator[Keyed]:
 
 def test_job_quota_per_tenant(strict: Keyed, api_clips: ApiClips) -> None:
     c = strict.client
-    first = c.post(
-        "/v1/videos",
-        headers=strict.as_(strict.a),
-        files={"file": ("long.mp4", api_clips.long.read_bytes(), "video/mp4")},
-        data={"fps": "4"},
-    )
+    first = upload(c, api_clips.long, headers=strict.as_(strict.a), fps=4)
     assert first.status_code == 202, first.text
-    second = c.post(
-        "/v1/videos",
-        headers=strict.as_(strict.a2),
-        files={"file": ("short.mp4", api_clips.short.read_bytes(), "video/mp4")},
-    )
+    second = upload(c, api_clips.short, headers=strict.as_(strict.a2))
     err = assert_error(second, 429, "quota_exceeded")
     assert "acme" in err["message"] and int(second.headers["retry-after"]) > 0
     url_job = c.post("/v1/videos", headers=strict.as_(strict.a), json={"url": "http://example.com/x.mp4"})
     assert_error(url_job, 429, "quota_exceeded")
-    other = c.post(
-        "/v1/videos",
-        headers=strict.as_(strict.b),
-        files={"file": ("short.mp4", api_clips.short.read_bytes(), "video/mp4")},
-    )
+    other = upload(c, api_clips.short, headers=strict.as_(strict.b))
     assert other.status_code == 202, other.text
-    c.headers.update(strict.as_(strict.a))
-    try:
-        assert wait_job(c, first.json()["job_id"])[-1]["state"] == "done"
-    finally:
-        c.headers.pop("Authorization")
-    again = c.post(
-        "/v1/videos",
-        headers=strict.as_(strict.a),
-        files={"file": ("short.mp4", api_clips.short.read_bytes(), "video/mp4")},
-    )
+    assert wait_job(c, first.json()["job_id"], headers=strict.as_(strict.a))[-1]["state"] == "done"
+    again = upload(c, api_clips.short, headers=strict.as_(strict.a))
     assert again.status_code == 202, again.text
 
 
@@ -265,17 +235,9 @@ def test_ask_rate_limit_per_tenant(strict: Keyed, api_clips: ApiClips) -> None:
     c = strict.client
     ids = {}
     for key in (strict.a, strict.b):
-        r = c.post(
-            "/v1/videos",
-            headers=strict.as_(key),
-            files={"file": ("short.mp4", api_clips.short.read_bytes(), "video/mp4")},
-        )
+        r = upload(c, api_clips.short, headers=strict.as_(key))
         assert r.status_code == 202, r.text
-        c.headers.update(strict.as_(key))
-        try:
-            assert wait_job(c, r.json()["job_id"])[-1]["state"] == "done"
-        finally:
-            c.headers.pop("Authorization")
+        assert wait_job(c, r.json()["job_id"], headers=strict.as_(key))[-1]["state"] == "done"
         ids[key] = r.json()["stream_id"]
     q = {"question": "what?", "max_new_tokens": 2}
     for _ in range(2):
@@ -303,7 +265,5 @@ def test_request_body_limits(strict: Keyed, api_clips: ApiClips) -> None:
     assert_error(c.post("/v1/webrtc/offer", headers=h, json=sdp), 413, "payload_too_large")
     # Uploads have their own, larger limit: a clip far over 4 KiB is accepted.
     assert api_clips.short.stat().st_size > 4096
-    r = c.post(
-        "/v1/videos", headers=h, files={"file": ("short.mp4", api_clips.short.read_bytes(), "video/mp4")}
-    )
+    r = upload(c, api_clips.short, headers=h)
     assert r.status_code == 202, r.text

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import TESTDATA, RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, keyed_client, stop_all, wait_healthy
+from tests.conftest import TESTDATA, RedisServer
+from tests.integration.procs import keyed_client, run_cluster
 from tests.stream.clips import make_clip
 
 pytestmark = pytest.mark.integration
@@ -34,20 +34,11 @@ def cluster(
         "VIDMEM_UPLOAD_DIR": str(tmp_path / "uploads"),
         "PYTHONUNBUFFERED": "1",
     }
-    port = free_port()
-    procs = [
-        Proc("ingest", [*VIDMEM, "worker", "--queues", "ingest", "--name", "ingest@%h"], env, tmp_path),
-        Proc("encode", [*VIDMEM, "worker", "--queues", "encode,answer", "--name", "gpu@%h"], env, tmp_path),
-        Proc("api", [*VIDMEM, "serve", "--port", str(port)], env, tmp_path),
-    ]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, procs[2])
-        client = keyed_client(base, redis_server.url, timeout=120)
+    with run_cluster(
+        env, tmp_path, ingest=["worker", "--queues", "ingest", "--name", "ingest@%h"],
+        encode=["worker", "--queues", "encode,answer", "--name", "gpu@%h"],
+    ) as (base, _), keyed_client(base, redis_server.url, timeout=120) as client:  # fmt: skip
         yield client
-        client.close()
-    finally:
-        stop_all(procs)
 
 
 def clip(tmp_path: Path) -> Path:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, keyed_client, stop_all, wait_healthy
+from tests.conftest import RedisServer
+from tests.integration.procs import Proc, distributed_env, keyed_client, run_cluster
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer
 from workers.live import TAKEOVER
@@ -37,19 +37,12 @@ def live_cluster(
         redis_server.url, tmp_path_factory.getbasetemp() / "models", live_lease_s=LEASE_S,
         live_heartbeat_s=0.5, live_open_timeout_s=3, live_read_timeout_s=2,
     )  # fmt: skip
-    port = free_port()
-    ingests = {n: Proc(n, [*VIDMEM, "ingest", "--name", n], env, tmp_path) for n in ("ingest-a", "ingest-b")}
-    procs = [
-        *ingests.values(),
-        Proc("encode", [*VIDMEM, "worker", "--queues", "encode,answer", "--name", "gpu@%h"], env, tmp_path),
-        Proc("api", [*VIDMEM, "serve", "--port", str(port)], env, tmp_path),
-    ]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, procs[-1])
-        yield base, ingests
-    finally:
-        stop_all(procs)
+    names = ("ingest-a", "ingest-b")
+    with run_cluster(
+        env, tmp_path, **{n: ["ingest", "--name", n] for n in names},
+        encode=["worker", "--queues", "encode,answer", "--name", "gpu@%h"],
+    ) as (base, procs):  # fmt: skip
+        yield base, {n: procs[n] for n in names}
 
 
 def test_ingest_failover_reads_each_frame_once(

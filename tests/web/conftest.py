@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from bench.browser import Chromium, fake_camera
 from bench.redis_server import RedisServer
 from tests.conftest import TESTDATA, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, stop_all, wait_healthy
+from tests.integration.procs import VIDMEM, Proc, distributed_env, run_cluster, stop_all, wait_healthy
 from tests.stream.clips import make_clip
 from workers.tenants import ApiKeys
 
@@ -147,29 +147,21 @@ def keyed_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) ->
     and two API keys of two tenants, made with ``ApiKeys``."""
     logs = tmp_path_factory.mktemp("keyed")
     redis_server = RedisServer(logs).start()
-    procs: list[Proc] = []
+    env = distributed_env(
+        redis_server.url, model_cache, upload_dir=logs / "uploads", budget=512, fps=2, max_new_tokens=24,
+        ask_per_minute=ASK_PER_MINUTE, log_format="text",
+    )  # fmt: skip
+    worker = ["worker", "--queues", "ingest,encode,answer", "--pool", "solo", "--name", "web@%h"]
     try:
-        env = distributed_env(
-            redis_server.url, model_cache, upload_dir=logs / "uploads", budget=512, fps=2, max_new_tokens=24,
-            ask_per_minute=ASK_PER_MINUTE, log_format="text",
-        )  # fmt: skip
-        port = free_port()
-        worker = [*VIDMEM, "worker", "--queues", "ingest,encode,answer", "--pool", "solo", "--name", "web@%h"]
-        procs += [
-            Proc("worker", worker, env, logs),
-            Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logs),
-        ]
-        base = f"http://127.0.0.1:{port}"
-        wait_healthy(base, procs[1])
-        if procs[0].p.poll() is not None:
-            pytest.fail("the worker exited:\n" + procs[0].tail())
-        client = redis.Redis.from_url(redis_server.url)
-        keys = ApiKeys(client)
-        key, other = keys.create("acme", "web test")[1], keys.create("globex", "web test")[1]
-        client.close()
-        yield KeyedServer(base, key, other, procs)
+        with run_cluster(env, logs, worker=worker) as (base, procs):
+            if procs["worker"].p.poll() is not None:
+                pytest.fail("the worker exited:\n" + procs["worker"].tail())
+            client = redis.Redis.from_url(redis_server.url)
+            keys = ApiKeys(client)
+            key, other = keys.create("acme", "web test")[1], keys.create("globex", "web test")[1]
+            client.close()
+            yield KeyedServer(base, key, other, list(procs.values()))
     finally:
-        stop_all(procs)
         redis_server.stop()
 
 
