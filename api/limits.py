@@ -1,18 +1,26 @@
-"""An ASGI middleware that refuses request bodies over a size limit with 413 and a JSON error.
+"""An ASGI middleware that refuses request bodies over a size limit with 413 ``payload_too_large``.
 
-``POST /v1/videos`` (uploads) may be as large as ``max_upload_mb``; any other body (JSON, an SDP offer) at
-most ``max_body_kb``, so that a huge document is never read, whatever its declared content type."""
+A multipart ``POST /v1/videos`` (an upload) may be as large as ``max_upload_mb``; any other body (JSON,
+an SDP offer, a JSON video URL to ``/v1/videos`` too) at most ``max_body_kb``, so that a huge document
+is never read. A declared ``Content-Length`` over the limit is refused before the body is read; a
+chunked body is cut off where it passes the limit. The cut-off is raised as Starlette's
+``HTTPException(413)``: body readers (FastAPI's JSON reading, the multipart parser) let it through, and
+the app's error handler answers it, where any other exception would become FastAPI's 400 "error
+parsing the body".
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_response
 
-class _TooLarge(Exception):
-    pass
+
+class _TooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        size = f"{limit / 2**20:.0f} MiB" if limit >= 2**20 else f"{limit / 2**10:.0f} KiB"
+        super().__init__(413, f"request body over {size}")
 
 
 class BodyLimit:
@@ -28,12 +36,17 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        # Only the upload route takes a large body, whatever content type a client declares elsewhere.
-        upload = scope["method"] == "POST" and scope["path"] == self.upload_path
+        # Only an upload takes a large body: multipart to the upload route, nothing else.
+        ctype = headers.get(b"content-type", b"").strip().lower()
+        upload = (
+            scope["method"] == "POST"
+            and scope["path"] == self.upload_path
+            and ctype.startswith(b"multipart/form-data")
+        )
         limit = self.max_upload_bytes if upload else self.max_body_bytes
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._refuse(send, limit)
+            await self._refuse(_TooLarge(limit), scope, receive, send)
             return
         seen = 0
         started = False
@@ -44,7 +57,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(limit)
             return msg
 
         async def tracking_send(msg: Message) -> None:
@@ -55,24 +68,10 @@ class BodyLimit:
 
         try:
             await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
+        except _TooLarge as e:  # escaped the app's error handler (a body read outside a route): not a 500
             if not started:
-                await self._refuse(send, limit)
+                await self._refuse(e, scope, receive, send)
 
-    async def _refuse(self, send: Send, limit: int) -> None:
-        size = f"{limit / 2**20:.0f} MiB" if limit >= 2**20 else f"{limit / 2**10:.0f} KiB"
-        body: dict[str, Any] = {
-            "error": {"code": "payload_too_large", "message": f"request body over {size}"}
-        }
-        raw = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(raw)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": raw})
+    @staticmethod
+    async def _refuse(e: _TooLarge, scope: Scope, receive: Receive, send: Send) -> None:
+        await error_response("payload_too_large", e.detail, 413)(scope, receive, send)

@@ -11,8 +11,10 @@ from fastapi import FastAPI
 from api import errors
 from api.access_log import AccessLog
 from api.limits import BodyLimit
+from api.origin_guard import OriginGuard
 from api.routes import health, metrics, streams, videos, web, webrtc
 from api.rtc import Peers
+from api.security_headers import SecurityHeaders
 from vidmem.settings import Settings, get_settings
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
@@ -44,10 +46,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for r in (health.router, metrics.router, videos.router, streams.router, webrtc.router, web.router):
         app.include_router(r)
     app.mount("/static", web.static, name="static")
+    # Innermost first: each add_middleware wraps the ones before it.
     app.add_middleware(
         BodyLimit,
         max_upload_bytes=settings.max_upload_mb * 2**20,
         max_body_bytes=settings.max_body_kb * 2**10,
     )
+    # The keyless embedded server answers loopback names only and no browser page but its own (DNS
+    # rebinding, cross-site forms). Keyed mode: bearer keys are never sent by a browser on its own, so
+    # no cross-site check; its Host is checked only when allowed_hosts is set (else the proxy's job).
+    hosts = settings.allowed_hosts if settings.embedded or settings.allowed_hosts else None
+    app.add_middleware(OriginGuard, allowed_hosts=hosts, same_origin_only=settings.embedded)
+    app.add_middleware(SecurityHeaders)  # on every response, refusals included
     app.add_middleware(AccessLog)  # outermost: logs every request, refused ones included
     return app

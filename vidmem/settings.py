@@ -9,12 +9,24 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+
+
+HostName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=253,
+        pattern=r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*|\[[0-9A-Fa-f:.]+\])$",
+    ),
+]
+"""A host name as a ``Host`` header names it, without a port: ``vidmem.lan``, ``10.0.0.5``, ``[fd00::1]``."""
 
 
 class IceServer(BaseModel):
@@ -162,6 +174,20 @@ class Settings(BaseSettings):
         5.0, gt=0, le=300, description="How often a Celery worker announces itself (gone after 3 x this)."
     )
 
+    # --- perimeter: who may reach the API from a browser, and what /metrics names ---
+    allowed_hosts: list[HostName] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Host names (no port) the API answers to besides loopback (127.0.0.1, localhost, "
+        '[::1]), JSON: ["vidmem.lan"]. The embedded mode answers only those (DNS rebinding); distributed '
+        "mode checks the Host header only when this is set (else that is its proxy's job).",
+    )
+    metrics_per_stream: bool | None = Field(
+        None,
+        description="/metrics series per stream, labelled with stream ids and tenant names. None: only "
+        "when metrics_token is set (or in embedded mode, one local tenant); else summed by kind.",
+    )
+
     # --- API limits ---
     max_upload_mb: int = Field(1024, ge=1, le=100_000, description="Largest accepted upload.")
     max_body_kb: int = Field(
@@ -211,6 +237,13 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def metrics_stream_labels(self) -> bool:
+        """Whether /metrics names streams and tenants (``metrics_per_stream``, else by its default)."""
+        if self.metrics_per_stream is not None:
+            return self.metrics_per_stream
+        return self.embedded or self.metrics_token is not None
 
     @property
     def broker(self) -> str | None:

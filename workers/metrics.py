@@ -6,7 +6,9 @@ trip per event (``record``). So a scrape of any API process covers the whole clu
 raises: metrics are best effort, the work is not, so a Redis error is logged and the event is lost.
 
 Gauges are *read* at scrape time (``render``): queue lengths in the broker (or the in-process pools),
-worker heartbeats, and per stream its memory's tokens and bytes and the frames waiting for an encoder.
+worker heartbeats, and per stream its memory's tokens and bytes and the frames waiting for an encoder
+(labelled with stream ids and tenant names only where ``Settings.metrics_stream_labels`` allows; else
+summed by kind, so that a scrape names no tenant).
 
 Storage: a counter's field is its label string (``kind="upload"``); a histogram's fields are
 ``<labels>|<i>`` (observations in bucket ``i``, not cumulative; the last is +Inf) and ``<labels>|sum``.
@@ -20,7 +22,7 @@ import bisect
 import dataclasses
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -304,6 +306,27 @@ def stream_usage(rt: Runtime, stream_ids: Sequence[str]) -> list[StreamUsage]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class StreamSeries:
+    """The listed streams' usage under their labels: per stream (``stream_id``, ``tenant``, ``kind``),
+    or, where stream ids and tenant names must not be shown, summed by ``kind``."""
+
+    usage: Sequence[StreamUsage]
+    per_stream: bool
+
+    @property
+    def help(self) -> str:
+        return "." if self.per_stream else ", summed by kind (metrics_per_stream is off)."
+
+    def samples(self, value: Callable[[StreamUsage], float]) -> list[tuple[Mapping[str, object], float]]:
+        sums: dict[tuple[tuple[str, str], ...], float] = {}
+        for u in self.usage:
+            labels = (("stream_id", u.stream_id), ("tenant", u.tenant), ("kind", u.kind))
+            key = labels if self.per_stream else labels[2:]
+            sums[key] = sums.get(key, 0) + value(u)
+        return [(dict(k), v) for k, v in sums.items()]
+
+
 def queue_lengths(rt: Runtime) -> dict[str, int] | None:
     """Tasks waiting per queue: in the broker (distributed), or in the in-process pools (embedded: work
     submitted and not started). None if the broker cannot be read."""
@@ -342,7 +365,7 @@ def _read(rt: Runtime) -> tuple[list[Family], list[Family]]:
     usage = stream_usage(rt, list(reversed(ids[-cap:])) if cap else [])
     workers = worker_counts(rt)
     queues = queue_lengths(rt)
-    per_stream = [({"stream_id": u.stream_id, "tenant": u.tenant, "kind": u.kind}, u) for u in usage]
+    per_stream = StreamSeries(usage, rt.settings.metrics_stream_labels)
     gauges = [
         gauge("vidmem_broker_up", "Whether the Celery broker answered (1 in embedded mode).",
               [({}, queues is not None)]),
@@ -353,11 +376,11 @@ def _read(rt: Runtime) -> tuple[list[Family], list[Family]]:
         gauge("vidmem_streams", "Streams on record (every tenant).", [({}, len(ids))]),
         gauge("vidmem_frames_waiting", "Frames handed over but not yet encoded, over the listed streams.",
               [({}, sum(u.frames_waiting for u in usage))]),
-        gauge("vidmem_stream_tokens", "Prompt tokens a stream's memory holds (visual + timestamp text).",
-              [(lab, u.tokens) for lab, u in per_stream]),
-        gauge("vidmem_stream_memory_bytes", "Bytes of a stream's token grids and thumbnails in Redis.",
-              [(lab, u.memory_bytes) for lab, u in per_stream]),
-        gauge("vidmem_stream_frames_waiting", "A stream's frames handed over but not yet encoded.",
-              [(lab, u.frames_waiting) for lab, u in per_stream]),
+        gauge("vidmem_stream_tokens", "Prompt tokens a stream's memory holds (visual + timestamp text)"
+              + per_stream.help, per_stream.samples(lambda u: u.tokens)),
+        gauge("vidmem_stream_memory_bytes", "Bytes of a stream's token grids and thumbnails in Redis"
+              + per_stream.help, per_stream.samples(lambda u: u.memory_bytes)),
+        gauge("vidmem_stream_frames_waiting", "A stream's frames handed over but not yet encoded"
+              + per_stream.help, per_stream.samples(lambda u: u.frames_waiting)),
     ]  # fmt: skip
     return recorded_families(raw), gauges

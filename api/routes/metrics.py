@@ -1,7 +1,8 @@
 """GET /metrics: the whole cluster's metrics in Prometheus' text format (``workers.metrics.render``).
 
 With ``metrics_token`` set, the scraper must send ``Authorization: Bearer <token>`` (tenant API keys do
-not open it: metrics show every tenant's streams).
+not open it: metrics show every tenant's streams). Without it, in distributed mode, per-stream series
+name no stream or tenant unless ``metrics_per_stream`` is on (``Settings.metrics_stream_labels``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from tests.stream.servers import HttpServer, serve_directory
 from vidmem.settings import Settings
 
 BUDGET = 512
+LOCAL_BASE = "http://127.0.0.1"
+"""The TestClient's base URL: the keyless embedded app answers loopback host names only."""
 JOB_TIMEOUT_S = 60.0
 
 
@@ -65,7 +67,7 @@ def running_client(settings: Settings) -> Iterator[TestClient]:
     """A TestClient over a fresh embedded app; its in-process worker pools are shut down on exit."""
     app: FastAPI = create_app(settings)
     try:
-        with TestClient(app) as client:
+        with TestClient(app, base_url=LOCAL_BASE) as client:
             yield client
     finally:
         dispatcher = app.state.runtime.dispatcher

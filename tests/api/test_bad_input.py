@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from tests.api.conftest import (
     BUDGET,
+    LOCAL_BASE,
     ApiClips,
     assert_error,
     make_settings,
@@ -312,7 +313,7 @@ def test_unexpected_error_is_json_500(client: TestClient, monkeypatch: pytest.Mo
         raise RuntimeError("a bug with /secret/internal/details")
 
     monkeypatch.setattr(service, "stream_view", boom)
-    raw = TestClient(client.app, raise_server_exceptions=False)
+    raw = TestClient(client.app, base_url=LOCAL_BASE, raise_server_exceptions=False)
     err = assert_error(raw.get(f"/v1/streams/{UNKNOWN}"), 500, "internal_error")
     assert "/secret/internal" not in err["message"]
 

@@ -22,7 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.api.conftest import BUDGET, Response, assert_error, make_settings
+from tests.api.conftest import BUDGET, LOCAL_BASE, Response, assert_error, make_settings
 from tests.rtc_peers import (
     BrowserPeer,
     LoopThread,
@@ -61,7 +61,7 @@ def serving(settings: Settings) -> Iterator[TestClient]:
     does) instead of raising it in the test; the in-process worker pools are shut down on exit."""
     app: FastAPI = create_app(settings)
     try:
-        with TestClient(app, raise_server_exceptions=False) as client:
+        with TestClient(app, base_url=LOCAL_BASE, raise_server_exceptions=False) as client:
             yield client
     finally:
         shutdown = getattr(app.state.runtime.dispatcher, "shutdown", None)

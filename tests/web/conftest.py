@@ -87,6 +87,18 @@ class BrowserPage:
     page: Page
     outside: list[str]
     """Requests the page tried to make to anything but the server (there must be none: offline page)."""
+    csp_violations: list[str]
+    """What the page's Content-Security-Policy blocked (there must be none while the page is used)."""
+
+
+CSP_VIOLATION = "csp-violation:"
+CSP_REPORTER = f"""document.addEventListener('securitypolicyviolation', e =>
+    console.error(`{CSP_VIOLATION} ${{e.effectiveDirective}} blocked ${{e.blockedURI || 'inline'}}`));"""
+
+
+def _csp_violation(text: str, found: list[str]) -> None:
+    if text.startswith(CSP_VIOLATION):
+        found.append(text)
 
 
 @contextmanager
@@ -107,8 +119,13 @@ def _browser_page(camera: Path, playwright: Playwright, log: Path, base: str) ->
                 route.abort()
 
         page.route("**/*", guard)
+        # Each CSP violation is reported on the console, where the test collects it (init scripts come
+        # from the DevTools protocol: the page's policy does not apply to them).
+        csp_violations: list[str] = []
+        page.add_init_script(CSP_REPORTER)
+        page.on("console", lambda m: _csp_violation(m.text, csp_violations))
         page.set_default_timeout(30_000)
-        yield BrowserPage(chromium, browser, page, outside)
+        yield BrowserPage(chromium, browser, page, outside, csp_violations)
         if chromium.proc is not None and chromium.proc.poll() is None:
             browser.close()
     finally:

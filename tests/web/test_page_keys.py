@@ -150,3 +150,5 @@ def test_page_with_api_keys(
     assert shot.stat().st_size > 0
     outside = keyed_browser_page.outside
     assert outside == [], f"the page reached outside the server: {outside}"
+    csp = keyed_browser_page.csp_violations
+    assert csp == [], f"the page's security policy blocked: {csp}"
