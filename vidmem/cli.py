@@ -103,10 +103,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         say("give a video (a file or an http(s) URL) and a question, or --demo and a question")
         return 2
     settings = _settings(args, redis_url=None)  # one shot: always embedded
-    if not _model_ok(settings):
-        return 2
     source = _ask_source(args, settings)
-    if source is None:
+    if source is None or not _model_ok(settings):
         return 2
     src, local = source
     rt = runtime_for(settings, trusted_urls=True)  # the user's own file or URL, on the user's machine

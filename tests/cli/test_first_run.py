@@ -22,6 +22,7 @@ from model.names import PRESET_NAMES, model_problem
 from stream.demo import demo_path
 from tests.conftest import REPO
 from tests.stream.clips import make_clip
+from tests.stream.servers import serve_directory
 from vidmem.cli import build_parser
 
 SECRET = "s3cr3tpassw0rd"
@@ -49,7 +50,7 @@ def vidmem(args: list[str], home: Path, timeout: float = 300, **env: str) -> sub
             "redis://127.0.0.1:1/0",
             "--queues=encode",
         ],
-        ["ask", "--demo", "What happens?", "--model", "./no/such/checkpoint"],
+        ["ask", "pyproject.toml", "What happens?", "--model", "./no/such/checkpoint"],  # before the probe
     ],
     ids=["serve", "worker", "ask"],
 )
@@ -175,6 +176,26 @@ def test_ask_demo_works_from_the_repository_alone(tmp_path: Path) -> None:
     assert isinstance(res["answer"], str)
     assert demo_path(tmp_path / ".cache" / "vidmem").is_file()
     assert "making the demo video" in out.stderr
+
+
+@pytest.mark.slow
+def test_ask_reads_the_users_own_local_url(tmp_path: Path, model_cache: Path) -> None:
+    """The one-shot ask runs for its user on the user's machine: a loopback URL is read without any
+    allowed network (today: forbidden_url ... loopback). The scheme allow-list still holds."""
+    (tmp_path / "www").mkdir()
+    make_clip(tmp_path / "www" / "c.mp4", seconds=3, fps=10, size=(96, 64))
+    env = os.environ.copy()
+    env.pop("VIDMEM_URL_ALLOWED_NETWORKS", None)  # the session allows loopback; a user's machine does not
+    with serve_directory(tmp_path / "www") as web:
+        out = subprocess.run(
+            [sys.executable, "-m", "vidmem.cli", "ask", web.url("c.mp4"), "What happens?", "--model", "tiny",
+             "--max-new-tokens", "4", "--json"],
+            cwd=REPO, env=env | {"HOME": str(tmp_path), "HF_HUB_OFFLINE": "1",
+                                 "VIDMEM_MODEL_CACHE": str(model_cache)},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["frames"] == 3
 
 
 @pytest.mark.slow
