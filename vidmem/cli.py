@@ -10,7 +10,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -18,6 +18,9 @@ from stream.urls import redact
 from vidmem.console import Progress, ingest_progress, printable, say
 from vidmem.logs import configure_logging
 from vidmem.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 SETTING_FLAGS = ("host", "port", "model", "budget", "redis_url", "fps", "max_new_tokens")
 """Options that set the Settings field of the same name (None: the field's VIDMEM_* variable or default)."""
@@ -119,8 +122,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     rt.backend()  # now, visibly, rather than behind the first frames' encode
     progress.end(f"loading model {settings.model}: ready in {time.monotonic() - t0:.1f} s")
     mode = "keyframes" if args.keyframes else "fps"
-    job_id, stream_id = service.submit_video(rt, LOCAL_TENANT, src, local=local, info=info, fps=args.fps,
-                                             mode=mode)  # fmt: skip
+    job_id, stream_id = service.submit_video(rt, LOCAL_TENANT, src, local=local, info=info,
+                                             fps=settings.fps, mode=mode)  # fmt: skip
     while True:
         job = rt.records.job(job_id)
         encoded = rt.memory.next_seq(stream_id)
@@ -135,7 +138,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return _answer(args, rt, stream_id, settings.max_new_tokens, encoded, progress)
 
 
-def _answer(args: argparse.Namespace, rt: Any, stream_id: str, max_new_tokens: int, frames: int,
+def _answer(args: argparse.Namespace, rt: Runtime, stream_id: str, max_new_tokens: int, frames: int,
             progress: Progress) -> int:  # fmt: skip
     """Ask, streaming the answer's text to stdout (control characters escaped), then its accounting."""
     from workers import service
