@@ -28,6 +28,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast
 
+from model.names import PRESET_NAMES
+
 PRESET_VERSION = 1
 """Bumped whenever a preset's definition changes; a cached build of another version is rebuilt."""
 
@@ -190,6 +192,10 @@ PRESETS: dict[str, PresetSpec] = {
         save_dtype=torch.bfloat16,
     ),
 }
+
+
+if tuple(PRESETS) != PRESET_NAMES:  # model.names answers without importing this module (torch)
+    raise RuntimeError(f"model.names.PRESET_NAMES {PRESET_NAMES} differs from the presets {tuple(PRESETS)}")
 
 
 def token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:

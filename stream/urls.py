@@ -117,6 +117,10 @@ NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 """RFC 6052's well-known NAT64 prefix: its last 32 bits are the IPv4 address a NAT64 gateway connects to."""
 
 
+BLOCKED = "in a blocked network"
+"""``NetworkPolicy.refusal``'s reason for an address in ``blocked_networks``."""
+
+
 def _as_networks(nets: Iterable[IPNetwork | str]) -> tuple[IPNetwork, ...]:
     if isinstance(nets, str):
         raise ValueError("networks must be a collection of networks, not one string")
@@ -131,12 +135,16 @@ class NetworkPolicy:
                       ``192.168.10.0/24``; ``0.0.0.0/0`` and ``::/0`` switch the check off).
     blocked_networks: networks never reachable, even when allowed (e.g. a public range of your own).
 
+    hint:             a sentence appended to a refusal that ``allowed_networks`` could lift (not to one by
+                      ``blocked_networks``): how the operator allows a network, e.g. the setting's name.
+
     Both accept ``ipaddress`` networks or strings (``"10.1.0.0/16"``); a network with host bits set
     (``"10.1.0.1/16"``) is a ValueError.
     """
 
     allowed_networks: tuple[IPNetwork, ...] = ()
     blocked_networks: tuple[IPNetwork, ...] = ()
+    hint: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
@@ -159,7 +167,7 @@ class NetworkPolicy:
             elif ip.sixtofour is not None:
                 forms = (ip, ip.sixtofour)
         if any(form in net for form in forms for net in self.blocked_networks):
-            return "in a blocked network"
+            return BLOCKED
         for form in forms:
             if any(form in net for net in self.allowed_networks):
                 continue
@@ -268,9 +276,12 @@ def check_network(src: str, policy: NetworkPolicy) -> tuple[str, ...]:
         why = policy.refusal(address)
         if why is None:
             continue
+        hint = f"; {policy.hint}" if policy.hint and why != BLOCKED else ""
         if literal or address == host:
-            raise ForbiddenUrl(f"{shown} is refused: address {address} is {why}")
-        raise ForbiddenUrl(f"{shown} is refused: its host {host!r} resolves to an address that is {why}")
+            raise ForbiddenUrl(f"{shown} is refused: address {address} is {why}{hint}")
+        raise ForbiddenUrl(
+            f"{shown} is refused: its host {host!r} resolves to an address that is {why}{hint}"
+        )
     return addresses
 
 

@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 
+EMBEDDED_URL_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+)
+"""What a client's URL may reach beyond public addresses in embedded mode (one user, on loopback), unless
+url_allowed_networks says otherwise: the private networks, where cameras live (RFC 1918, IPv6
+unique-local). Never loopback, link-local (cloud metadata) or the other special ranges. Not CGNAT
+(100.64.0.0/10) either: besides carrier NAT it hosts cloud services (Alibaba Cloud's metadata answers at
+100.100.100.200); a camera reached over a CGNAT-range VPN (Tailscale) is allowed by naming its range."""
+
 
 HostName = Annotated[
     str,
@@ -57,10 +66,13 @@ class Settings(BaseSettings):
 
     # --- model ---
     model: str = Field(
-        DEFAULT_MODEL, description="Hub id, local checkpoint path, or a preset: tiny, random-0.5b."
+        DEFAULT_MODEL,
+        description="Hub id (its weights in the local Hugging Face cache: hf download ID), local checkpoint "
+        "directory, or a preset: tiny, random-0.5b, random-7b.",
     )
     model_cache: Path = Field(
-        Path.home() / ".cache" / "vidmem", description="Where presets are built and cached."
+        Path.home() / ".cache" / "vidmem",
+        description="Where presets (and the sample video of vidmem ask --demo) are built and cached.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -87,11 +99,13 @@ class Settings(BaseSettings):
     allowed_schemes: tuple[str, ...] = Field(
         ("http", "https"), description="URL schemes a client may submit."
     )
-    url_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
-        default_factory=list,
+    url_allowed_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None = Field(
+        None,
         description="Networks a client's URL (videos and live streams) may reach although they are "
         "loopback, private, link-local, CGNAT, multicast or reserved, JSON: "
-        '["192.168.10.0/24"] (a camera LAN). ["0.0.0.0/0", "::/0"] turns the check off.',
+        '["192.168.10.0/24"] (a camera LAN). ["0.0.0.0/0", "::/0"] turns the check off. Unset: the '
+        "private networks 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 and fc00::/7 in embedded mode, none in "
+        "distributed mode.",
     )
     url_blocked_networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = Field(
         default_factory=list,
@@ -244,6 +258,14 @@ class Settings(BaseSettings):
         if self.metrics_per_stream is not None:
             return self.metrics_per_stream
         return self.embedded or self.metrics_token is not None
+
+    @property
+    def url_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks a client's URL may reach beyond public addresses: url_allowed_networks when
+        given (the operator's choice, in either mode), else the mode's default."""
+        if self.url_allowed_networks is not None:
+            return tuple(self.url_allowed_networks)
+        return EMBEDDED_URL_NETWORKS if self.embedded else ()
 
     @property
     def broker(self) -> str | None:

@@ -20,6 +20,9 @@ from workers.frames import FrameStore
 from workers.live_records import LiveRecords
 from workers.records import Records
 
+URL_POLICY_HINT = "to allow a network, set VIDMEM_URL_ALLOWED_NETWORKS, e.g. '[\"192.168.1.0/24\"]'"
+"""Appended to a URL's refusal by a forbidden network (``NetworkPolicy.hint``)."""
+
 if TYPE_CHECKING:
     from model.llava_ov import LlavaOVBackend
 
@@ -51,11 +54,15 @@ class Runtime:
     frames: FrameStore
     live: LiveRecords
     dispatcher: Dispatcher | None = None
+    trusted_urls: bool = False
+    """URLs come from the machine's own user (``vidmem ask``), not from clients: no network policy."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _models: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: Settings, client: Redis | None = None) -> Runtime:
+    def create(
+        cls, settings: Settings, client: Redis | None = None, *, trusted_urls: bool = False
+    ) -> Runtime:
         r = client if client is not None else make_redis(settings)
         records, frames = Records(r), FrameStore(r, ttl_s=settings.frame_ttl_s)
         return cls(
@@ -65,6 +72,7 @@ class Runtime:
             records=records,
             frames=frames,
             live=LiveRecords(r, records, frames),
+            trusted_urls=trusted_urls,
         )
 
     def close(self) -> None:
@@ -88,11 +96,16 @@ class Runtime:
 
         return self._cached("backend", lambda: load_backend(self.settings))
 
-    def url_policy(self) -> NetworkPolicy:
-        """Where a client's URL (a video or a live stream) may lead: url_allowed_networks and
-        url_blocked_networks over the built-in forbidden networks (``stream.urls.FORBIDDEN_NETWORKS``)."""
+    def url_policy(self) -> NetworkPolicy | None:
+        """Where a client's URL (a video or a live stream) may lead: the allowed networks
+        (``Settings.url_networks``: url_allowed_networks, else the mode's default) and url_blocked_networks
+        over the built-in forbidden networks (``stream.urls.FORBIDDEN_NETWORKS``); a refusal names the
+        setting that lifts it. None (no network check, the scheme allow-list still holds) when
+        ``trusted_urls``: the user's own one-shot ``vidmem ask``, on the user's own machine."""
+        if self.trusted_urls:
+            return None
         s = self.settings
-        return NetworkPolicy(tuple(s.url_allowed_networks), tuple(s.url_blocked_networks))
+        return NetworkPolicy(s.url_networks, tuple(s.url_blocked_networks), hint=URL_POLICY_HINT)
 
     def memory_config(self, budget: int) -> MemoryConfig:
         """The memory config of a new stream: geometry from the loaded backend, policy from settings."""
@@ -109,10 +122,11 @@ class Runtime:
         )
 
 
-def runtime_for(settings: Settings) -> Runtime:
+def runtime_for(settings: Settings, *, trusted_urls: bool = False) -> Runtime:
     """Embedded mode (no Redis URL): in-memory Redis + in-process thread pools.
-    Distributed mode: the Redis at settings.redis_url + Celery queues."""
-    rt = Runtime.create(settings)
+    Distributed mode: the Redis at settings.redis_url + Celery queues.
+    ``trusted_urls``: see ``Runtime.trusted_urls``."""
+    rt = Runtime.create(settings, trusted_urls=trusted_urls)
     if settings.embedded:
         from workers.dispatch import InProcessDispatcher
 
