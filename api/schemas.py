@@ -224,8 +224,8 @@ JPEG_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The answer as JSON, or with ``stream``: Server-Sent Events ``piece`` (text), "
-        "``restart``, ``done`` (the JSON answer), ``error`` (as ``ErrorPublic.error``).",
+        "description": "The answer as JSON, or with `stream`: Server-Sent Events `piece` (text), `restart`, "
+        "`done` (the JSON answer), `error` (as `ErrorPublic.error`).",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
