@@ -1,8 +1,11 @@
-"""Domain errors -> HTTP, in one place. Every error body is ``{"error": {"code", "message"}}``."""
+"""Domain errors -> HTTP, in one place. Every error body is ``{"error": {"code", "message"}}``
+(``api.schemas.ErrorPublic``), and the OpenAPI schema says so for every operation."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Mapping
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -10,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorDetail, ErrorPublic
 from model.memory import UnknownStream
 from stream.errors import SourceError
 from workers.answers import AnswerTimeout
@@ -61,10 +65,53 @@ class ApiError(Exception):
 def error_response(
     code: str, message: str, status: int, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    body = ErrorPublic(error=ErrorDetail(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _error_doc(low: int) -> dict[str, Any]:
+    """The OpenAPI response of every status in ``low``..``low + 99``: ErrorPublic, with its codes."""
+    codes: dict[int, list[str]] = defaultdict(list)
+    for code, status in STATUS.items():
+        if low <= status < low + 100:
+            codes[status].append(code)
+    named = "; ".join(f"{status}: {', '.join(sorted(c))}" for status, c in sorted(codes.items()))
+    what = "The request was refused" if low == 400 else "The service cannot answer now (or a bug)"
+    return {
+        "description": f"{what}. `error.code` is one of {named}, or another code of this status.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}},
+    }
+
+
+def _document_errors(schema: dict[str, Any]) -> None:
+    """Describe the error bodies this module sends (``4XX``, ``5XX``) on every operation, in place of
+    FastAPI's default 422 ``HTTPValidationError`` (``{"detail"}``), which this API never sends. A status an
+    operation documents itself (``/healthz``'s 503) keeps its own schema."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    error = ErrorPublic.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(error.pop("$defs", {}), ErrorPublic=error)
+    ranges = {"4XX": _error_doc(400), "5XX": _error_doc(500)}
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            responses = operation.setdefault("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                del responses["422"]
+            for status, doc in ranges.items():
+                responses.setdefault(status, doc)
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
 
 
 def install(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _document_errors(generate())  # FastAPI's schema, cached in app.openapi_schema
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(ApiError)
     async def _api(_: Request, e: ApiError) -> JSONResponse:
         headers = dict(e.headers or {})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from workers.records import JobState, StreamState
 
 
 class VideoUrlCreate(BaseModel):
@@ -34,7 +36,7 @@ class VideoAccepted(BaseModel):
 class JobPublic(BaseModel):
     job_id: str
     stream_id: str
-    state: Literal["queued", "running", "done", "failed"]
+    state: JobState
     progress: float
     frames_sampled: int
     frames_encoded: int
@@ -97,3 +99,134 @@ class AnswerPublic(BaseModel):
     latency_s: float
     ttft_s: float
     memory_version: int
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, for programs: validation_error, unknown_stream, ...")
+    message: str = Field(description="What went wrong, for people.")
+
+
+class ErrorPublic(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+class GapPublic(BaseModel):
+    """A time a live stream gave no video (wall-clock Unix seconds)."""
+
+    start: float
+    end: float
+    duration_s: float
+    reason: str
+
+
+class StreamPublic(BaseModel):
+    """A stream's record, counters and state (README, "Stream states").
+
+    Live fields (``frames_sampled`` ... ``resolution``) are present for kinds "live" and "webrtc" only."""
+
+    stream_id: str
+    kind: Literal["upload", "url", "live", "webrtc"]
+    name: str
+    source: str
+    state: StreamState
+    fps: float
+    budget: int
+    sample_mode: Literal["fps", "keyframes"]
+    created_at: float
+    error: str | None
+    tenant: str
+    job_id: str | None = Field(description="The job that reads an upload's or URL's video (else null).")
+    job_state: JobState | None = Field(
+        description="That job's state (null for live kinds, or once the job record expired)."
+    )
+    last_error: str | None
+    frames_encoded: int
+    tokens_used: int
+    slots: int
+    gaps: list[GapPublic]
+    last_frame_t: float | None = Field(description="Stream time (s) of the newest slot's end.")
+    frames_sampled: int | None = None
+    frames_dropped: int | None = None
+    frames_skipped: int | None = None
+    frames_replayed: int | None = None
+    reconnects: int | None = None
+    gaps_total: int | None = None
+    last_frame_time: float | None = None
+    disconnected_since: float | None = None
+    reader: str | None = None
+    resolution: str | None = Field(None, description='"WxH" of the last frame as the source sent it.')
+
+
+class StreamListPublic(BaseModel):
+    streams: list[StreamPublic]
+
+
+class DeletePublic(BaseModel):
+    stream_id: str
+    deleted: bool = Field(description="Erased with its memory (purge=true); else stopped and kept.")
+    stopped: bool
+
+
+class SlotPublic(BaseModel):
+    slot_id: int
+    t0: float
+    t1: float
+    side: int
+    tokens: int = Field(description="Prompt tokens of the slot: its visual tokens and its timestamp text.")
+    frames: int
+    thumbnail: str = Field(description="Path of the slot's JPEG thumbnail.")
+
+
+class MemoryPublic(BaseModel):
+    stream_id: str
+    budget: int
+    tokens_used: int
+    version: int
+    side: int | None
+    frames: int
+    policy: str | None = Field(None, description="Absent while the memory is empty.")
+    slots: list[SlotPublic]
+
+
+class IceServerPublic(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class WebRtcConfigPublic(BaseModel):
+    ice_servers: list[IceServerPublic]
+    max_peers: int
+    peers: int
+    watchdog_s: float
+    fps: float
+    budget: int
+
+
+class HealthPublic(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    mode: Literal["embedded", "distributed"]
+    model: str
+    redis: str = Field(description='"ok", or "error: <what>"')
+    broker: str = Field(description='"ok", or "error: <what>"')
+    workers: dict[str, int] | None = Field(description="Live workers per queue (null if Redis is down).")
+
+
+JPEG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A JPEG image.",
+        "content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+"""OpenAPI ``responses`` of a route that answers a thumbnail."""
+
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The answer as JSON, or with `stream`: Server-Sent Events `piece` (text), `restart`, "
+        "`done` (the JSON answer), `error` (as `ErrorPublic.error`).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+"""OpenAPI ``responses`` of a route that answers JSON, or Server-Sent Events when asked to stream."""

@@ -15,6 +15,15 @@ import redis
 JobState = Literal["queued", "running", "done", "failed"]
 StreamState = Literal["connecting", "live", "reconnecting", "stopped", "done"]
 
+STREAM_STATE_OF_JOB: dict[JobState, StreamState] = {
+    "queued": "connecting",
+    "running": "live",
+    "done": "done",
+    "failed": "stopped",
+}
+"""The state of an upload's or URL's stream while its job is in each state (README, "Stream states"); a
+stream stopped by DELETE stays "stopped" whatever its job does next."""
+
 # Raise a stored float to a new value, never lower it (progress must not go back).
 _RAISE_TO = """
 local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -79,6 +88,7 @@ class StreamRecord:
     created_at: float
     error: str | None = None
     tenant: str = "local"  # who owns it: only this tenant's API keys see it
+    job_id: str | None = None  # the job reading an upload's or URL's video
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +159,7 @@ class Records:
             created_at=float(h["created_at"]),
             error=h.get("error") or None,
             tenant=h.get("tenant", "local"),
+            job_id=h.get("job_id") or None,
         )
 
     def stream_exists(self, stream_id: str) -> bool:

@@ -18,7 +18,15 @@ from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerEvent
 from workers.quotas import check_ask_rate, check_stream_quota
-from workers.records import LIVE_KINDS, LIVE_STATES, StreamRecord, UnknownStreamRecord, new_id
+from workers.records import (
+    LIVE_KINDS,
+    LIVE_STATES,
+    STREAM_STATE_OF_JOB,
+    StreamRecord,
+    UnknownJob,
+    UnknownStreamRecord,
+    new_id,
+)
 from workers.runtime import Runtime
 
 GAPS_SHOWN = 100
@@ -88,6 +96,7 @@ def submit_video(
             sample_mode=mode,
             created_at=time.time(),
             tenant=tenant,
+            job_id=job_id,
         )
     )
     expected = None
@@ -183,8 +192,11 @@ def job_view(rt: Runtime, tenant: str, job_id: str) -> dict[str, Any]:
 
 
 def stream_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
+    """A stream's record, memory counters and state (``api.schemas.StreamPublic``)."""
     rec = rt.records.owned_stream(stream_id, tenant)
     out: dict[str, Any] = asdict(rec) | {
+        "job_state": None,
+        "last_error": rec.error,
         "frames_encoded": 0,
         "tokens_used": 0,
         "slots": 0,
@@ -201,11 +213,21 @@ def stream_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
         )
     if rec.kind in LIVE_KINDS:
         out.update(_live_view(rt, rec))
+    elif rec.job_id is not None:
+        out.update(_job_state_view(rt, rec, rec.job_id))
     return out
 
 
-def _gap_view(start: float, end: float, reason: str) -> dict[str, Any]:
-    return {"start": start, "end": end, "duration_s": round(end - start, 3), "reason": reason}
+def _job_state_view(rt: Runtime, rec: StreamRecord, job_id: str) -> dict[str, Any]:
+    """An upload's or URL's stream follows its job (``STREAM_STATE_OF_JOB``), read here in one place, so
+    the two views never disagree, even between the job's and the stream's writes. A stream stopped by
+    DELETE stays stopped. Once the job record has expired, the stream's own (final) state stands."""
+    try:
+        job = rt.records.job(job_id)
+    except UnknownJob:
+        return {}
+    state = rec.state if rec.state == "stopped" else STREAM_STATE_OF_JOB[job.state]
+    return {"state": state, "job_state": job.state, "last_error": job.error or rec.error}
 
 
 def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
@@ -232,7 +254,7 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
         ],
         "last_frame_time": st.last_frame_wall,
         "disconnected_since": st.disconnected_since,
-        "last_error": st.last_error,
+        "last_error": st.last_error or rec.error,  # a source's last error, else why the stream stopped
         "reader": st.owner,
         "resolution": st.resolution,
     }

@@ -10,12 +10,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
+from api.schemas import HealthPublic
 from workers.health import check
 
 router = APIRouter()
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz", response_model=HealthPublic, responses={503: {"model": HealthPublic, "description": "down"}}
+)
 def healthz(rt: RuntimeDep) -> JSONResponse:
     body = check(rt)
     return JSONResponse(body, status_code=503 if body["status"] == "down" else 200)

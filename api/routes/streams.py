@@ -15,14 +15,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.auth import TenantDep
 from api.deps import RuntimeDep
 from api.errors import STATUS, ApiError
-from api.schemas import AnswerPublic, AskRequest, LiveStreamCreate
+from api.schemas import (
+    JPEG_RESPONSE,
+    SSE_RESPONSE,
+    AnswerPublic,
+    AskRequest,
+    DeletePublic,
+    LiveStreamCreate,
+    MemoryPublic,
+    StreamListPublic,
+    StreamPublic,
+)
 from workers import service
 from workers.answers import AnswerEvent, AnswerTimeout
 
 router = APIRouter()
 
 
-@router.post("/v1/streams", status_code=201)
+@router.post("/v1/streams", status_code=201, response_model=StreamPublic, response_model_exclude_unset=True)
 async def create_stream(body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first)."""
     stream_id = await run_in_threadpool(
@@ -32,34 +42,36 @@ async def create_stream(body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDe
     return await run_in_threadpool(service.stream_view, rt, tenant, stream_id)
 
 
-@router.get("/v1/streams")
+@router.get("/v1/streams", response_model=StreamListPublic, response_model_exclude_unset=True)
 def list_streams(rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     return {"streams": service.list_streams(rt, tenant)}
 
 
-@router.get("/v1/streams/{stream_id}")
+@router.get("/v1/streams/{stream_id}", response_model=StreamPublic, response_model_exclude_unset=True)
 def get_stream(stream_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     return service.stream_view(rt, tenant, stream_id)
 
 
-@router.delete("/v1/streams/{stream_id}")
+@router.delete("/v1/streams/{stream_id}", response_model=DeletePublic)
 def delete_stream(stream_id: str, rt: RuntimeDep, tenant: TenantDep, purge: bool = False) -> dict[str, Any]:
     service.delete_stream(rt, tenant, stream_id, purge)
     return {"stream_id": stream_id, "deleted": purge, "stopped": True}
 
 
-@router.get("/v1/streams/{stream_id}/memory")
+@router.get("/v1/streams/{stream_id}/memory", response_model=MemoryPublic, response_model_exclude_unset=True)
 def get_memory(stream_id: str, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     return service.memory_view(rt, tenant, stream_id)
 
 
-@router.get("/v1/streams/{stream_id}/slots/{slot_id}/thumbnail")
+@router.get(
+    "/v1/streams/{stream_id}/slots/{slot_id}/thumbnail", response_class=Response, responses=JPEG_RESPONSE
+)
 def get_thumbnail(stream_id: str, slot_id: int, rt: RuntimeDep, tenant: TenantDep) -> Response:
     data = service.thumbnail(rt, tenant, stream_id, slot_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
 
-@router.get("/v1/streams/{stream_id}/thumbnail")
+@router.get("/v1/streams/{stream_id}/thumbnail", response_class=Response, responses=JPEG_RESPONSE)
 def get_thumbnail_at(
     stream_id: str, t: Annotated[float, Query(allow_inf_nan=False)], rt: RuntimeDep, tenant: TenantDep
 ) -> Response:
@@ -70,7 +82,7 @@ def get_thumbnail_at(
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
-@router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic)
+@router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic, responses=SSE_RESPONSE)
 async def ask(stream_id: str, body: AskRequest, rt: RuntimeDep, tenant: TenantDep) -> Any:
     """Answer a question over the stream's memory (or a time window of it): JSON, or SSE when ``stream``."""
     if len(body.question) > rt.settings.max_question_chars:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from api.auth import TenantDep
 from api.deps import SettingsDep
 from api.rtc import Peers
-from api.schemas import WebRtcAnswer, WebRtcOffer
+from api.schemas import WebRtcAnswer, WebRtcConfigPublic, WebRtcOffer
 
 router = APIRouter()
 
@@ -32,7 +32,7 @@ async def offer(body: WebRtcOffer, request: Request, tenant: TenantDep) -> Any:
     return WebRtcAnswer(sdp=answer.sdp, type="answer", stream_id=answer.stream_id)
 
 
-@router.get("/v1/webrtc/config")
+@router.get("/v1/webrtc/config", response_model=WebRtcConfigPublic, response_model_exclude_unset=True)
 def config(settings: SettingsDep, request: Request, _: TenantDep) -> dict[str, Any]:
     """What a browser needs to connect: the ICE servers, and the limits it will meet."""
     return {

@@ -241,11 +241,14 @@ function renderSelected() {
   }
   box.textContent = s ? streamLabel(s) : state.selected;
   $("selected-info").textContent = s
-    ? `${s.kind} · ${s.state} · ${s.source || ""} · id ${s.stream_id}${s.last_error ? ` · ${s.last_error}` : ""}`
+    ? `${s.kind} · ${stateText(s)} · ${s.source || ""} · id ${s.stream_id}${s.last_error ? ` · ${s.last_error}` : ""}`
     : `id ${state.selected}`;
 }
 
 // --------------------------------------------------------------------------------------------- streams
+
+// A stream's state; an upload's or URL's follows its job (README, "Stream states"), which is named too.
+const stateText = (s) => (s.job_state ? `${s.state} (job ${s.job_state})` : s.state);
 
 function streamItem(s) {
   const li = el("li", "stream");
@@ -256,8 +259,9 @@ function streamItem(s) {
   li.setAttribute("role", "option");
   li.setAttribute("aria-selected", String(s.stream_id === state.selected));
   const head = el("div", "stream-head");
-  head.append(el("span", "stream-name", streamLabel(s)), el("span", "badge kind", s.kind),
-    el("span", "badge state", s.state));
+  const badge = el("span", "badge state", s.state);
+  badge.title = stateText(s);
+  head.append(el("span", "stream-name", streamLabel(s)), el("span", "badge kind", s.kind), badge);
   const used = s.budget ? Math.min(1, s.tokens_used / s.budget) : 0;
   const meter = el("div", "meter");
   meter.append(el("div", "meter-fill"));
@@ -709,7 +713,7 @@ async function openMedia(kind) {
 async function startShare(kind) {
   stopShare(); // defensive: the buttons are disabled while a share starts or runs
   clearError();
-  const share = { kind, media: null, pc: null, streamId: null, timer: null };
+  const share = { kind, media: null, pc: null, streamId: null, answered: false, timer: null };
   state.share = share; // before the first await, so that a second click or a Stop sees this share
   setSharing(true);
   setShareStatus(share, `opening the ${kind}…`);
@@ -740,8 +744,9 @@ async function startShare(kind) {
     if (gone()) return stopShare(share);
     const ans = await api("POST", "/v1/webrtc/offer", { sdp: pc.localDescription.sdp, type: "offer", name: kind });
     share.streamId = ans.stream_id;
-    if (gone()) return stopShare(share); // DELETEs the stream just made
+    if (gone()) return stopShare(share); // DELETEs the stream just made (no connection to hang up)
     await pc.setRemoteDescription({ type: "answer", sdp: ans.sdp });
+    share.answered = true;
     if (gone()) return stopShare(share);
     setShareStatus(share);
     await refreshStreams();
@@ -790,8 +795,10 @@ async function pollLive(share) {
   }
 }
 
-// Ends a share: stops its media, closes its pc and DELETEs its server stream, unless the server has ended
-// it (`ended` then says so). Safe to call again: it releases what the share acquired since, DELETEs once.
+// Ends a share by hanging up: stops its media and closes its pc; the server then ends the stream, state
+// "done" (README, "Stream states"). A stream whose answer was never applied has no connection to hang up:
+// that one is DELETEd ("stopped"). `ended` says that the server ended it already. Safe to call again: it
+// releases what the share acquired since, and DELETEs at most once.
 async function stopShare(share = state.share, ended = null) {
   if (!share) return;
   clearInterval(share.timer);
@@ -801,12 +808,12 @@ async function stopShare(share = state.share, ended = null) {
     state.share = null;
     $("preview").srcObject = null;
     setSharing(false);
-    const kept = share.streamId ? `Stopped sharing (stream ${share.streamId} kept).` : "Not sharing.";
+    const kept = share.streamId ? `Stopped sharing: stream ${share.streamId} is done (its memory is kept).` : "Not sharing.";
     setShareStatus(null, ended || kept);
   }
   if (!share.streamId || share.released) return;
   share.released = true;
-  if (!ended) {
+  if (!ended && !share.answered) {
     try {
       await api("DELETE", `/v1/streams/${enc(share.streamId)}`);
     } catch (e) {
@@ -835,8 +842,8 @@ function init() {
   });
   window.addEventListener("pagehide", () => {
     const share = state.share;
-    share?.pc?.close();
-    if (share?.streamId) {
+    share?.pc?.close(); // a hang-up: the stream ends "done"
+    if (share?.streamId && !share.answered) {
       const init = { method: "DELETE", keepalive: true, headers: authHeaders() };
       fetch(`/v1/streams/${enc(share.streamId)}`, init);
     }

@@ -89,8 +89,14 @@ def test_share_camera_ask_and_timeline(browser_page: BrowserPage, server: Server
     assert shot.stat().st_size > 0
     assert browser_page.outside == [], f"the page reached outside the server: {browser_page.outside}"
 
+    # Stop hangs up: the stream is done (README, "Stream states"), at once and not by the watchdog.
     page.click("#stop-share")
-    wait_until(lambda: _view(server, sid)["state"] == "stopped", 10, "the stream stopped")
+    stopped_at = time.monotonic()
+    ended = wait_until(lambda: (v := _view(server, sid))["state"] in ("done", "stopped") and v, 10, "the end")
+    took = time.monotonic() - stopped_at
+    print(f"Stop: the stream was {ended['state']} {took:.2f} s after the click ({ended['last_error']})")
+    assert ended["state"] == "done" and "closed" in (ended["last_error"] or ""), repr(ended)
+    assert took < WATCHDOG_S, f"the stream ended {took:.1f} s after Stop: by the watchdog, not the hang-up"
 
     # Once the memory stops changing, the timeline shows exactly its slots and token counts.
     def page_slots() -> list[list[int]]:
