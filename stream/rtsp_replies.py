@@ -96,7 +96,7 @@ class ReplyGuard:
         """Interleaved packets read whole."""
 
     def feed(self, data: bytes) -> None:
-        """Read the next bytes; raise Refused (and stay refused) when they must not reach FFmpeg."""
+        """Read the next bytes; raise Refused when they must not reach FFmpeg (the caller then closes)."""
         i, n = 0, len(data)
         while i < n:
             if self._payload:
