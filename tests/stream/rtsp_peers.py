@@ -2,9 +2,10 @@
 
 ``RedirectingRtsp``: an RTSP server that answers OPTIONS (or, with ``on="DESCRIBE"``, DESCRIBE after a 200
 to OPTIONS) with a redirect to ``target``, plain or over TLS (``certificate``), and records every request
-line. ``TlsFront``: a TLS-terminating front of a plain TCP server (an rtsps camera made of the real
-GStreamer one). ``ConnectionCounter``: a listener that accepts and counts connections, and closes them.
-``self_signed(dir)``: a certificate and key made by the openssl CLI.
+line. ``ElsewhereRtsp``: answers a whole session (OPTIONS, DESCRIBE with an SDP, SETUP, PLAY) but names
+another server in its ``Content-Base``. ``TlsFront``: a TLS-terminating front of a plain TCP server (an
+rtsps camera made of the real GStreamer one). ``self_signed(dir)``: a certificate and key made by the
+openssl CLI.
 """
 
 from __future__ import annotations
@@ -75,17 +76,6 @@ class _Listener:
         raise NotImplementedError
 
 
-class ConnectionCounter(_Listener):
-    """Counts the connections it gets (``count``) and closes each at once."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(address)
-        self.count = 0
-
-    def handle(self, conn: socket.socket) -> None:
-        self.count += 1
-
-
 class RedirectingRtsp(_Listener):
     """Redirects (``status``, ``Location: target``) the first OPTIONS, or with ``on="DESCRIBE"`` the first
     DESCRIBE after answering OPTIONS with 200; ``requests`` lists every request line it got."""
@@ -124,6 +114,49 @@ class RedirectingRtsp(_Listener):
                 conn.sendall(moved.encode())
                 return
             conn.sendall(f"RTSP/1.0 200 OK\r\n{cseq}\r\nPublic: OPTIONS, DESCRIBE, PLAY\r\n\r\n".encode())
+
+
+SDP = (
+    "v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=camera\r\nt=0 0\r\n"
+    "m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=control:trackID=1\r\n"
+)
+
+
+class ElsewhereRtsp(_Listener):
+    """Answers every request with 200 (DESCRIBE with ``SDP`` and ``Content-Base: base``, SETUP with TCP
+    interleaved transport) and sends no media; ``requests`` lists the request lines, ``connections``
+    counts the connections."""
+
+    def __init__(self, address: str, base: str) -> None:
+        super().__init__(address)
+        self.base = base
+        self.requests: list[str] = []
+        self.connections = 0
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://{self.address}:{self.port}/camera"
+
+    def handle(self, conn: socket.socket) -> None:
+        self.connections += 1
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, data = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            self.requests.append(lines[0])
+            cseq = next((line for line in lines if line.lower().startswith("cseq:")), "CSeq: 1")
+            headers, body = "Session: 42\r\n", ""
+            if lines[0].startswith("DESCRIBE"):
+                headers = f"Content-Base: {self.base}\r\nContent-Type: application/sdp\r\n"
+                headers, body = headers + f"Content-Length: {len(SDP)}\r\n", SDP
+            elif lines[0].startswith("SETUP"):
+                headers += "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
+            conn.sendall(f"RTSP/1.0 200 OK\r\n{cseq}\r\n{headers}\r\n{body}".encode())
 
 
 class TlsFront(_Listener):

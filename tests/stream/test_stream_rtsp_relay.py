@@ -21,7 +21,7 @@ from stream.live_types import LiveConfig
 from stream.urls import NetworkPolicy
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer, require_live_peers
-from tests.stream.rtsp_peers import RedirectingRtsp, TlsFront, self_signed
+from tests.stream.rtsp_peers import ElsewhereRtsp, RedirectingRtsp, TlsFront, self_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -88,6 +88,22 @@ def test_a_redirect_is_refused_and_never_followed(
         assert hostile.requests[-1].startswith(on), hostile.requests
     time.sleep(0.5)
     assert rtsp_server.clients() == before, "the redirect's target got a connection"
+
+
+def test_a_content_base_elsewhere_stays_on_the_relayed_connection(rtsp_server: RtspServer) -> None:
+    """Requests name the relay until DESCRIBE's Content-Base names another server; SETUP and PLAY then
+    name that server but travel on the same, relayed connection: the other server sees nothing."""
+    before = rtsp_server.clients()
+    base = f"rtsp://127.0.0.1:{rtsp_server.port}/test/"
+    with ElsewhereRtsp("127.0.0.2", base) as camera:
+        source = resolve(camera.url, allowed_schemes=("rtsp",), timeout_s=2.0, network_policy=LOOPBACK)
+        with open_video(source):
+            pass
+    methods = [line.split()[0] for line in camera.requests]
+    assert methods[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"], camera.requests
+    assert all(line.split()[1].startswith("rtsp://127.0.0.1:") for line in camera.requests[:2])
+    assert camera.requests[2].split()[1] == base + "trackID=1"
+    assert camera.connections == 1 and rtsp_server.clients() == before
 
 
 def test_a_live_reader_refuses_the_redirect_on_every_reconnect(rtsp_server: RtspServer) -> None:
