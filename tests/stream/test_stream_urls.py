@@ -400,3 +400,17 @@ def test_ffmpeg_options_under_a_policy() -> None:
     rtsp = ffmpeg_options("rtsps://cam/s", ("rtsps",), 5.0, network_policy=DEFAULT_NETWORK_POLICY)
     assert rtsp["protocol_whitelist"] == "rtsp,tcp"
     assert ffmpeg_options("rtsps://cam/s", ("rtsps",), 5.0)["protocol_whitelist"] == "rtsps,rtp,tls,tcp,udp"
+
+
+def test_schemes_that_cannot_be_pinned_are_refused_under_a_policy() -> None:
+    """FFmpeg's rtmp client resolves and connects by itself: under a policy it is refused (no lookup)."""
+    from stream.av_input import resolve
+
+    with pytest.raises(ForbiddenUrl, match="cannot be held to the checked address"):
+        resolve(
+            "rtmp://8.8.8.8/live",
+            allowed_schemes=("rtmp",),
+            timeout_s=1,
+            network_policy=DEFAULT_NETWORK_POLICY,
+        )
+    assert resolve("rtmp://8.8.8.8/live", allowed_schemes=("rtmp",), timeout_s=1).network_policy is None
