@@ -74,6 +74,7 @@ class RtspRelay:
         self._camera: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._pumps: set[asyncio.Future[None]] = set()
+        self._handler: asyncio.Task[None] | None = None  # _serve for FFmpeg's connection
         self._served = False
 
     @property
@@ -100,7 +101,7 @@ class RtspRelay:
             return
         if self._thread.is_alive():
             with contextlib.suppress(TimeoutError, RuntimeError):
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(CLOSE_WAIT_S)
+                asyncio.run_coroutine_threadsafe(self._finish(), self._loop).result(CLOSE_WAIT_S)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(CLOSE_WAIT_S)
         if not self._thread.is_alive():
@@ -145,6 +146,7 @@ class RtspRelay:
             writer.transport.abort()
             return
         self._served = True
+        self._handler = asyncio.current_task()
         self._writers.append(writer)
         assert self._server is not None
         self._server.close()  # no second client
@@ -181,8 +183,20 @@ class RtspRelay:
     async def _shutdown(self) -> None:
         """``_abort``, and end the pumps."""
         self._abort()
-        current = asyncio.current_task()
-        pumps = [task for task in self._pumps if task is not current and not task.done()]
-        for task in pumps:
-            task.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        await _cancel(self._pumps)
+
+    async def _finish(self) -> None:
+        """``_shutdown``, then wait for FFmpeg's connection handler to end (cancelling the handler of
+        ``asyncio.start_server`` would log an error), for ``close``."""
+        await self._shutdown()
+        if self._handler is not None:
+            await asyncio.wait({self._handler}, timeout=CLOSE_WAIT_S)
+
+
+async def _cancel(tasks: set[asyncio.Future[None]]) -> None:
+    """Cancel ``tasks`` (but not the running one) and wait until they have ended."""
+    current = asyncio.current_task()
+    pending = [task for task in tasks if task is not current and not task.done()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
