@@ -8,9 +8,11 @@ gstreamer1.0-libav (``scripts/system-deps.sh`` installs them).
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import av
 import av.error
@@ -19,9 +21,12 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 RTSP_SCRIPT = Path(__file__).with_name("rtsp_server.py")
 
 
-def is_listening(port: int) -> bool:
-    """Whether something listens on TCP ``port`` (from /proc, without connecting to it)."""
+def is_listening(port: int, address: str | None = None) -> bool:
+    """Whether something listens on TCP ``port`` (of the IPv4 ``address``, if given: any address
+    otherwise), from /proc, without connecting to it."""
     want = f":{port:04X}"
+    if address is not None:
+        want = socket.inet_aton(address)[::-1].hex().upper() + want  # /proc lists IPv4 little-endian
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -78,24 +83,32 @@ class ChildProcess:
 
 
 class RtspCamera(ChildProcess):
-    """``rtsp_server.py`` serving an H.264 MP4 at ``url`` (rtsp://127.0.0.1:PORT/test), paced at real time."""
+    """``rtsp_server.py`` serving an H.264 MP4 at ``url`` (rtsp://ADDRESS:PORT/test, ADDRESS 127.0.0.1 unless
+    given), paced at real time; with ``login`` ("name:password" as in a URL, %-escapes decoded for the server)
+    it requires digest authentication."""
 
-    def __init__(self, clip: Path, port: int, log: Path) -> None:
+    def __init__(self, clip: Path, port: int, log: Path, address: str = "127.0.0.1", login: str = "") -> None:
         super().__init__()
-        self.clip, self.port, self.log = clip, port, log
+        self.clip, self.port, self.log, self.address, self.login = clip, port, log, address, login
 
     @property
     def url(self) -> str:
-        return f"rtsp://127.0.0.1:{self.port}/test"
+        """The stream's URL, with the login if there is one."""
+        return f"rtsp://{self.login + '@' if self.login else ''}{self.address}:{self.port}/test"
+
+    def clients(self) -> int:
+        """RTSP connections the server has accepted so far (start() made some), from its log."""
+        return self.log.read_text(errors="replace").count("client connected")
 
     def start(self, timeout_s: float = 15.0) -> RtspCamera:
         """Launch it and wait until the stream opens; RuntimeError (after stopping it) if it does not."""
         args = [SYSTEM_PYTHON, str(RTSP_SCRIPT), "--file", str(self.clip), "--port", str(self.port)]
+        args += ["--address", self.address] + (["--user", unquote(self.login)] if self.login else [])
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if is_listening(self.port) and self._opens():
+            if is_listening(self.port, self.address) and self._opens():
                 return self
             time.sleep(0.1)
         self.stop()

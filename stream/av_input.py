@@ -4,19 +4,26 @@ This is the only module that calls ``av.open``. Every open goes through ``check_
 forbidden URL raises ForbiddenUrl before FFmpeg is called) and carries ``ffmpeg_options`` (protocol
 whitelist, timeouts), plus TCP transport for RTSP. A source with a ``network_policy`` (a client's URL)
 has its host resolved and checked again right before each open (``check_network``: live reconnects
-too), and an HLS playlist of such a source is fetched by ``stream.guarded_http`` (PyAV's ``io_open``),
-which checks every segment's host as well. Error messages name the source through ``redact`` and never
-include the FFmpeg exception text (which repeats the raw URL, credentials included); exceptions are
-re-raised ``from None`` for the same reason.
+too), and FFmpeg never connects to that host by itself, so it can neither resolve the name a second
+time (to an address nobody checked) nor follow a redirect:
+
+- http(s): every request (the URL itself, range requests for seeking, an HLS playlist's segments) is
+  made in Python by ``stream.guarded_http`` (PyAV's ``io_open``), which checks each host, connects to
+  a checked address and refuses redirects;
+- rtsp(s): FFmpeg talks to a ``stream.rtsp_relay.RtspRelay`` on 127.0.0.1, connected to a checked
+  address of the camera, which refuses the camera's redirects (ForbiddenUrl);
+- any other scheme (rtmp) is refused under a policy: it could not be held to the checked address.
+
+Error messages name the source through ``redact`` and never include the FFmpeg exception text (which
+repeats the raw URL, credentials included); exceptions are re-raised ``from None`` for the same reason.
 
 Knows nothing about sampling, frames or models.
 """
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,15 +33,24 @@ from av.container import InputContainer
 from av.stream import Disposition
 from av.video.stream import VideoStream
 
-from stream.errors import CorruptVideo, ForbiddenUrl, NotAVideo, NoVideoStream, SourceError, UnreachableSource
+from stream.errors import (
+    CorruptVideo,
+    ForbiddenUrl,
+    NotAVideo,
+    NoVideoStream,
+    SourceError,
+    UnreachableSource,
+    UnsupportedCodec,
+)
 from stream.guarded_http import GuardedOpener
+from stream.rtsp_relay import RtspRelay
 from stream.urls import (
     ALLOWED_SCHEMES,
+    PINNED_SCHEMES,
     NetworkPolicy,
     check_network,
     classify,
     ffmpeg_options,
-    guarded_playlist,
     redact,
 )
 
@@ -89,8 +105,14 @@ def resolve(
     rtsp and rtsps URLs get ``rtsp_transport=tcp`` (RTP interleaved in the RTSP connection): FFmpeg's
     default tries UDP first, which a firewall or NAT between us and a camera silently drops.
     ``network_policy`` is kept for the opens (``open_video``); its host lookup happens there, not here.
+    Under a policy, a scheme outside PINNED_SCHEMES (rtmp, rtmps) is ForbiddenUrl.
     """
     url, scheme = classify(src, allowed_schemes, allow_local)
+    if network_policy is not None and scheme is not None and scheme not in PINNED_SCHEMES:
+        raise ForbiddenUrl(
+            f"{scheme} URLs cannot be held to the checked address (FFmpeg would resolve the host itself); "
+            f"under a network policy only {', '.join(PINNED_SCHEMES)} are accepted"
+        )
     options = ffmpeg_options(
         src, allowed_schemes, timeout_s, allow_local=allow_local, network_policy=network_policy
     )
@@ -130,24 +152,47 @@ def _sniff(path: str) -> str | None:
     return None
 
 
-def _open(source: Source, options: dict[str, str]) -> InputContainer:
-    """``av.open`` the source; with a network policy, first check where its host resolves *now* (a name
-    may have moved since the last open), and fetch an HLS playlist through a GuardedOpener.
+def _open(source: Source, options: dict[str, str], stack: ExitStack) -> InputContainer:
+    """``av.open`` the source. With a network policy, first check where its host resolves *now* (a name
+    may have moved since the last open), then pin the open to the checked addresses: http(s) through a
+    GuardedOpener, rtsp(s) through an RtspRelay (entered on ``stack``, which the caller closes after the
+    container).
 
-    Raises av.error.FFmpegError, or ForbiddenUrl / UnreachableSource from the policy's check."""
-    io_open = None
+    Raises av.error.FFmpegError, or ForbiddenUrl (the policy refuses an address, the server redirects) /
+    UnreachableSource (the host does not resolve, no checked address accepts a connection)."""
+    url, io_open, relay = source.url, None, None
     if source.network_policy is not None:
-        check_network(source.url, source.network_policy)
-        if guarded_playlist(source.url, source.network_policy):
+        addresses = check_network(source.url, source.network_policy)
+        if source.url.startswith(RTSP_PREFIXES):
+            timeout_s = source.open_timeout_s or source.timeout_s
+            relay = stack.enter_context(RtspRelay(source.url, addresses, timeout_s, source.shown))
+            url = relay.url
+        else:
             io_open = GuardedOpener(source.url, source.network_policy, source.timeout_s)
-    return av.open(
-        source.url,
-        "r",
-        options=options,
-        timeout=(source.open_timeout_s or source.timeout_s, source.timeout_s),
-        metadata_errors="replace",  # junk bytes in a title tag must not fail the open
-        io_open=io_open,
-    )
+    try:
+        return av.open(
+            url,
+            "r",
+            options=options,
+            timeout=(source.open_timeout_s or source.timeout_s, source.timeout_s),
+            metadata_errors="replace",  # junk bytes in a title tag must not fail the open
+            io_open=io_open,
+        )
+    except av.error.FFmpegError:
+        if relay is not None and relay.refusal is not None:
+            raise _refused(source, relay) from None
+        raise
+
+
+def _refused(source: Source, relay: RtspRelay) -> ForbiddenUrl:
+    refusal = relay.refusal
+    assert refusal is not None
+    if refusal.status is not None:
+        return ForbiddenUrl(
+            f"{source.shown}: the camera redirects (RTSP {refusal.status}); redirects of a client's URL are "
+            "not followed, give the final address"
+        )
+    return ForbiddenUrl(f"{source.shown}: the camera's reply was refused ({refusal})")
 
 
 def _format_refused(source: Source) -> bool:
@@ -157,35 +202,19 @@ def _format_refused(source: Source) -> bool:
     so ask FFmpeg again without the format whitelist, still held to the protocol whitelist: if that
     opens, the content was simply not an accepted container. Nothing is read from it.
 
-    Not for an http(s) URL under a network policy: there the refusal is always the format's (a redirect
-    fails with EIO under ``max_redirects=0``, and a guarded playlist's opens bypass the protocol
-    whitelist), and an open without the format whitelist could read an HLS playlist, whose segments
-    FFmpeg would fetch from any host.
+    Not for an http(s) URL under a network policy: there the refusal is always the format's (its opens go
+    through a GuardedOpener, which bypasses the protocol whitelist and raises its own refusals), and an
+    open without the format whitelist could read an HLS playlist at any URL.
     """
     if source.network_policy is not None and source.url.startswith(("http://", "https://")):
         return True
     relaxed = {k: v for k, v in source.options.items() if k != "format_whitelist"}
     try:
-        _open(source, relaxed).close()
+        with ExitStack() as stack:
+            _open(source, relaxed, stack).close()
     except (av.error.FFmpegError, SourceError):
         return False
     return True
-
-
-def _redirect_refused(exc: av.error.FFmpegError, source: Source) -> bool:
-    """Whether an http(s) open under a network policy failed because FFmpeg refused a redirect.
-
-    With ``max_redirects=0`` FFmpeg answers a redirect with a bare EIO, and PyAV keeps FFmpeg's log off,
-    so ask the server again, from Python (checked like the first request, no body read).
-    """
-    if source.network_policy is None or not (isinstance(exc, OSError) and exc.errno == errno.EIO):
-        return False
-    if not source.url.startswith(("http://", "https://")):
-        return False
-    try:
-        return GuardedOpener(source.url, source.network_policy, source.timeout_s).redirects(source.url)
-    except SourceError:
-        return False
 
 
 def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
@@ -201,11 +230,6 @@ def open_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
                 f"another scheme) ({detail})"
             )
         return NotAVideo(f"{source.shown} is not in an accepted video container format ({detail})")
-    if _redirect_refused(exc, source):
-        return ForbiddenUrl(
-            f"{source.shown} redirects to another address; redirects of a client's URL are not followed, "
-            "give the final address"
-        )
     if _is_network_failure(exc):
         where = "could not be reached" if source.network else "could not be opened"
         return UnreachableSource(f"{source.shown} {where} ({detail})")
@@ -233,30 +257,37 @@ def decode_error(exc: av.error.FFmpegError, source: Source) -> SourceError:
 
 
 def pick_video_stream(container: InputContainer) -> VideoStream | None:
-    """The container's best video stream, ignoring cover art (attached pictures); None if there is none."""
+    """The container's best video stream, ignoring cover art (attached pictures) and preferring one that
+    FFmpeg can decode; None if there is none."""
     candidates = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
     if not candidates:
         return None
+    decodable = [s for s in candidates if s.codec_context is not None]
     best = container.streams.best("video")
-    return best if isinstance(best, VideoStream) and best in candidates else candidates[0]
+    if isinstance(best, VideoStream) and best in (decodable or candidates):
+        return best
+    return (decodable or candidates)[0]
 
 
 @contextmanager
 def open_video(source: Source) -> Iterator[tuple[InputContainer, VideoStream]]:
-    """Open ``source`` and yield (container, its video stream); always closes the container.
+    """Open ``source`` and yield (container, its video stream); always closes the container (and the
+    source's relay, if any).
 
-    Raises NotAVideo, NoVideoStream, CorruptVideo (a local file that claims a video container but
-    cannot be parsed), UnreachableSource or ForbiddenUrl (a redirect to a protocol outside the list).
+    Raises NotAVideo, NoVideoStream, UnsupportedCodec (no decoder for its video codec), CorruptVideo (a
+    local file that claims a video container but cannot be parsed), UnreachableSource or ForbiddenUrl (a
+    redirect, or a protocol outside the list).
     """
-    try:
-        container = _open(source, source.options)
-    except av.error.FFmpegError as exc:
-        raise open_error(exc, source) from None
-    try:
+    with ExitStack() as stack:
+        try:
+            container = _open(source, source.options, stack)
+        except av.error.FFmpegError as exc:
+            raise open_error(exc, source) from None
+        stack.callback(container.close)
         stream = pick_video_stream(container)
         if stream is None:
             kinds = ", ".join(sorted({str(s.type) for s in container.streams})) or "none"
             raise NoVideoStream(f"{source.shown} has no video stream (streams: {kinds})")
+        if stream.codec_context is None:
+            raise UnsupportedCodec(f"the video stream of {source.shown} is in a codec FFmpeg cannot decode")
         yield container, stream
-    finally:
-        container.close()

@@ -33,7 +33,19 @@ class NoVideoStream(SourceError):
     code = "no_video_stream"
 
 
+class UnsupportedCodec(SourceError):
+    """The container has a video stream, but in a codec FFmpeg has no decoder for."""
+
+    code = "unsupported_codec"
+
+
 class CorruptVideo(SourceError):
     """The container has a video stream but no frame could be decoded from it."""
 
     code = "corrupt_video"
+
+
+def why(exc: BaseException) -> str:
+    """A network exception in words (its type and OS or TLS reason), without the text of any URL."""
+    detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__

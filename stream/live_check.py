@@ -36,7 +36,8 @@ def check_live(url: str, config: LiveConfig) -> VideoInfo:
     file:, concat:, subfile:, data: ...; a host ``config.network_policy`` refuses), or when FFmpeg is led
     somewhere refused (a redirect, an HLS segment on a refused host); UnreachableSource (connection
     refused, unknown host, HTTP or RTSP 404, open timeout, no frame within the time); NotAVideo (e.g. an
-    HTML page); NoVideoStream; CorruptVideo (packets came but none decoded).
+    HTML page); NoVideoStream; UnsupportedCodec (no decoder for its video); CorruptVideo (packets came but
+    none decoded).
     """
     source = live_input(url, config)
     limit_s = config.open_timeout_s + source.timeout_s

@@ -47,8 +47,8 @@ def probe(
 ) -> VideoInfo:
     """Open ``src`` (same rules as ``sample_frames``) and return its VideoInfo.
 
-    Raises ForbiddenUrl before FFmpeg is called; NotAVideo, NoVideoStream, CorruptVideo (local file that
-    claims a video container but cannot be parsed) or UnreachableSource when opening fails.
+    Raises ForbiddenUrl before FFmpeg is called; NotAVideo, NoVideoStream, UnsupportedCodec, CorruptVideo
+    (local file that claims a video container but cannot be parsed) or UnreachableSource when opening fails.
     """
     source = resolve(
         src,

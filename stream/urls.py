@@ -9,9 +9,10 @@ and every open also carries a ``protocol_whitelist`` so that FFmpeg itself refus
 A client's URL must also not reach the service's own networks (SSRF): with a ``NetworkPolicy``, its host
 is resolved like FFmpeg resolves it (``getaddrinfo``) and every address must lie outside loopback,
 private, link-local (cloud metadata), CGNAT, multicast and reserved ranges (FORBIDDEN_NETWORKS), unless
-the policy allows that network; FFmpeg's http protocol is told not to follow redirects
-(``max_redirects=0``). ``check_network`` runs before every open (``stream.av_input``), live reconnects
-included; HLS playlists, whose segments may name any host, are fetched through ``stream.guarded_http``.
+the policy allows that network. ``check_network`` runs before every open (``stream.av_input``), live
+reconnects included, and under a policy FFmpeg never connects to a client's host by itself (which would
+resolve the name again, and follow redirects): http(s) is fetched through ``stream.guarded_http``, rtsp(s)
+through ``stream.rtsp_relay``, both connected to a checked address (PINNED_SCHEMES).
 
 Local paths are never accepted from clients: only the server passes ``allow_local=True``, for uploads
 it saved itself. Local opens are also limited to a list of single-file container demuxers, so that an
@@ -49,6 +50,14 @@ SCHEME_PROTOCOLS: Mapping[str, str] = {
 https does not include ``http``: a redirect from https to plain http is refused (no downgrade).
 rtsp needs rtp+udp for the UDP transport and tcp for the control connection and interleaved transport.
 """
+
+PINNED_SCHEMES: tuple[str, ...] = ("http", "https", "rtsp", "rtsps")
+"""Schemes whose opens ``stream.av_input`` can hold to the addresses a NetworkPolicy checked; under a
+policy, any other scheme is refused."""
+
+RELAYED_PROTOCOLS = "rtsp,tcp"
+"""``protocol_whitelist`` of an rtsp(s) open under a policy: FFmpeg speaks plain RTSP over TCP to the
+relay (``stream.rtsp_relay``) and nothing else (TCP interleaved transport: no rtp or udp)."""
 
 LOCAL_PROTOCOLS = "file"
 """``protocol_whitelist`` for local files."""
@@ -337,10 +346,9 @@ def check_source(
 
 
 def guarded_playlist(src: str, network_policy: NetworkPolicy | None) -> bool:
-    """Whether ``src`` (checked) is opened with every nested request checked by the policy: an http(s)
-    HLS playlist URL (``is_hls_url``) under a policy. Its segments may name any host, and FFmpeg's HLS
-    demuxer neither checks them nor passes ``max_redirects`` on, so ``stream.av_input`` opens it with
-    ``stream.guarded_http`` doing every request."""
+    """Whether ``src`` (checked) may be read as an HLS playlist under a policy: an http(s) URL whose path
+    ends in .m3u8 or .m3u (``is_hls_url``). Its segments may name any host; ``stream.guarded_http``
+    checks each of them, like every other request of an http(s) URL under a policy."""
     return network_policy is not None and src.startswith(("http://", "https://")) and is_hls_url(src)
 
 
@@ -359,11 +367,11 @@ def ffmpeg_options(
     ``format_whitelist`` (LOCAL_FORMATS; SCHEME_FORMATS for URLs). Network sources get ``timeout``
     and ``rw_timeout``: socket and read timeouts in microseconds, from ``timeout_s`` seconds.
 
-    With ``network_policy`` (client URLs), http(s) URLs also get ``max_redirects=0`` (FFmpeg refuses a
-    redirect instead of following it to a host nobody checked), and only a ``guarded_playlist`` URL may
-    be read as HLS (with ``http_persistent=0`` and ``http_multiple=0``: FFmpeg's keep-alive reuse
-    asserts on I/O it did not open itself). The policy's host check itself is ``check_network``, run
-    before every open by ``stream.av_input``, not here. Raises like ``classify`` (no host lookup).
+    With ``network_policy`` (client URLs), only a ``guarded_playlist`` URL may be read as HLS (with
+    ``http_persistent=0`` and ``http_multiple=0``: FFmpeg's keep-alive reuse asserts on I/O it did not
+    open itself), and rtsp(s) gets RELAYED_PROTOCOLS (FFmpeg only talks to the relay). The policy's host
+    check itself is ``check_network``, run before every open by ``stream.av_input``, not here. Raises
+    like ``classify`` (no host lookup).
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
@@ -377,8 +385,9 @@ def ffmpeg_options(
         "timeout": micros,
         "rw_timeout": micros,
     }
+    if network_policy is not None and scheme in ("rtsp", "rtsps"):
+        options["protocol_whitelist"] = RELAYED_PROTOCOLS
     if network_policy is not None and scheme in ("http", "https"):
-        options["max_redirects"] = "0"
         if guarded_playlist(src, network_policy):
             options |= {"http_persistent": "0", "http_multiple": "0"}
         else:

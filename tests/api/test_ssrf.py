@@ -238,7 +238,7 @@ def test_allowed_network_is_accepted(lan: TestClient, peers: Peers) -> None:
 def test_redirect_to_a_forbidden_address_is_not_followed(
     lan: TestClient, peers: Peers, endpoint: str
 ) -> None:
-    """FFmpeg's http protocol gets max_redirects=0: the 302 to 127.0.0.2 is refused, never followed."""
+    """Requests are made by the guarded opener, which follows no redirect: the 302 to 127.0.0.2 is refused."""
     before = len(peers.web.seen)
     err = assert_error(_post(lan, endpoint, peers.web.url("redirect/clip.mp4")), 400, "forbidden_url")
     assert "redirect" in err["message"]

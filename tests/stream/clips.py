@@ -140,6 +140,19 @@ def _write_tone(out: av.container.OutputContainer, stream: av.AudioStream, secon
     out.mux(stream.encode(None))
 
 
+def make_unknown_codec(path: Path, seconds: float = 1.0, fps: int = 10) -> Path:
+    """An AVI whose one video stream has a codec FFmpeg has no decoder for: MPEG-4 Part 2 frames, written by
+    PyAV, under the made-up FourCC "ZZZZ" (in the stream header and the bitmap header). FFmpeg opens it,
+    finds a video stream, and no decoder (PyAV's ``codec_context`` is None)."""
+    tmp = path.with_suffix(".tmp.avi")
+    make_clip(tmp, seconds=seconds, fps=fps, size=(64, 48), gop=fps, codec="mpeg4")
+    data = tmp.read_bytes()
+    tmp.unlink()
+    assert data.count(b"FMP4") == 2, "the AVI muxer wrote another FourCC than expected"
+    path.write_bytes(data.replace(b"FMP4", b"ZZZZ"))
+    return path
+
+
 def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
     """Write an AAC-only file (use a ``.m4a`` or ``.mka`` suffix): a container with no video stream."""
     with av.open(str(path), "w") as out:

@@ -1,9 +1,12 @@
-"""Loopback peers for the stream tests: a small HTTP file server in a thread."""
+"""Loopback peers for the stream tests: a small HTTP file server in a thread, which serves byte ranges."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import io
+import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,8 +14,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files from a directory, plus three misbehaving paths:
+class RangeFiles(http.server.SimpleHTTPRequestHandler):
+    """Files of a directory, announcing ``Accept-Ranges: bytes`` and answering ``Range: bytes=A-[B]`` with
+    206 and that part of the file (what a seekable MP4 over HTTP needs)."""
+
+    def send_head(self) -> io.BufferedIOBase | None:  # type: ignore[override]
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            return super().send_head()  # type: ignore[return-value]
+        data = path.read_bytes()
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        start, end = 0, len(data) - 1
+        if asked:
+            start, end = int(asked[1]), min(int(asked[2] or end), end)
+            if start > end:
+                self.send_error(416)
+                return None
+        self.send_response(206 if asked else 200)
+        if asked:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Length", str(end + 1 - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        return io.BytesIO(data[start : end + 1])
+
+
+class _Handler(RangeFiles):
+    """Serves files from a directory (with byte ranges, see RangeFiles), plus three misbehaving paths:
 
     ``/cut/NAME``: announces NAME's full length, sends 60% of it and hangs up (a dropped connection);
     ``/stall/NAME``: announces NAME's full length (an MP4 with its index first), sends everything before
@@ -50,6 +79,17 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+class QuietServer(http.server.ThreadingHTTPServer):
+    """A threaded HTTP server that does not print a client hanging up mid-answer (a reader that seeks
+    drops the rest of the body it was sent)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class HttpServer:
     """A running loopback HTTP server; ``url(name)`` is the URL of a file in ``root``."""
@@ -64,10 +104,7 @@ class HttpServer:
 @contextmanager
 def serve_directory(root: Path) -> Iterator[HttpServer]:
     """Serve ``root`` on 127.0.0.1 (a free port) from a thread; stop and close it on exit."""
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Handler, directory=str(root))
-    )
-    server.daemon_threads = True
+    server = QuietServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-http", daemon=True)
     thread.start()
     try:

@@ -1,10 +1,10 @@
-"""GuardedOpener (every HTTP request of an HLS playlist checked by a NetworkPolicy) against real loopback
-servers: what it sends and refuses, and a live HLS feed read through it, cut and restored."""
+"""GuardedOpener (every HTTP request of a client's http(s) URL checked by a NetworkPolicy) against real
+loopback servers: what it sends and refuses, range requests for seeking (an MP4 with its index at the end),
+a live MJPEG feed, and a live HLS feed read through it, cut and restored."""
 
 from __future__ import annotations
 
 import functools
-import http.server
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,19 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from stream.av_input import open_video, resolve
 from stream.errors import ForbiddenUrl, UnreachableSource
 from stream.guarded_http import AVIO_FLAG_WRITE, GuardedOpener
 from stream.live import LiveSource
 from stream.live_types import LiveConfig
 from stream.urls import DEFAULT_NETWORK_POLICY, NetworkPolicy
+from tests.stream.clips import make_clip
 from tests.stream.live_helpers import assert_well_formed, collect, wait_for
-from tests.stream.live_peers import HlsProducer, StaticHttpServer
+from tests.stream.live_peers import HlsProducer, MjpegServer, StaticHttpServer
+from tests.stream.servers import QuietServer, RangeFiles
 
 LOOPBACK_ONE = NetworkPolicy(allowed_networks=["127.0.0.1/32"])
 
 
-class _Recorder(http.server.SimpleHTTPRequestHandler):
-    """Files of a directory; every request's path and headers are recorded; ``/moved`` redirects."""
+class _Recorder(RangeFiles):
+    """Files of a directory (byte ranges served); every request's path and headers are recorded; ``/moved``
+    redirects."""
 
     log: list[tuple[str, dict[str, str]]]
 
@@ -45,10 +49,7 @@ class _Recorder(http.server.SimpleHTTPRequestHandler):
 def recorder(root: Path) -> Iterator[tuple[str, list[tuple[str, dict[str, str]]]]]:
     log: list[tuple[str, dict[str, str]]] = []
     handler = type("Handler", (_Recorder,), {"log": log})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(root))
-    )
-    server.daemon_threads = True
+    server = QuietServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -76,8 +77,27 @@ def test_reads_a_body_with_auth_and_range(site: tuple[str, list[tuple[str, dict[
     path, headers = log[-1]
     assert path == "/a.bin" and headers["Authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
     assert headers["Host"] == base.removeprefix("http://")
-    opener(f"{base}/a.bin", 1, {"offset": "10", "end_offset": "20"}).close()
-    assert log[-1][1]["Range"] == "bytes=10-19"
+    segment = opener(f"{base}/a.bin", 1, {"offset": "10", "end_offset": "20"})
+    assert log[-1][1]["Range"] == "bytes=10-19" and not segment.seekable()
+    segment.close()
+
+
+def test_a_body_with_ranges_seeks_by_range_requests(tmp_path: Path) -> None:
+    """A seek only moves the position; a far read asks for a range (same address), a near one reads on."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+    (tmp_path / "big.bin").write_bytes(big)
+    with recorder(tmp_path) as (base, log):
+        body = GuardedOpener(f"{base}/big.bin", LOOPBACK_ONE, 5.0)(f"{base}/big.bin", 1, {})
+        end = len(big)
+        assert body.seekable() and body.seek(-24, 2) == end - 24 and body.tell() == end - 24
+        assert len(log) == 1  # a seek alone asks for nothing (FFmpeg's size probe seeks to the end and back)
+        assert body.read(100) == big[-24:] and log[-1][1]["Range"] == f"bytes={end - 24}-"
+        assert body.seek(-1000, 1) == end - 1000 and body.read(4) == big[-1000:-996]
+        assert log[-1][1]["Range"] == f"bytes={end - 1000}-"
+        assert body.seek(100, 1) == end - 896 and body.read(4) == big[-896:-892] and len(log) == 3
+        assert body.seek(2 * end, 0) == 2 * end and body.read(10) == b"" and len(log) == 3
+        assert body.seek(-1, 0) < 0
+        body.close()
 
 
 def test_refusals_and_errors(site: tuple[str, list[tuple[str, dict[str, str]]]]) -> None:
@@ -107,6 +127,30 @@ def test_closed_port_is_unreachable(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/live.m3u8"
     with pytest.raises(UnreachableSource, match="could not be reached"):
         GuardedOpener(url, LOOPBACK_ONE, 2.0)(url, 1, {})
+
+
+def test_an_mp4_with_its_index_at_the_end_is_read_through_the_guard(tmp_path: Path) -> None:
+    """The moov box after the media: FFmpeg seeks to it and back; every frame decodes, over range requests."""
+    clip = make_clip(tmp_path / "late.mp4", seconds=4, fps=10, size=(160, 96), codec="libx264")
+    data = clip.read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")
+    with recorder(tmp_path) as (base, log):
+        source = resolve(f"{base}/late.mp4", timeout_s=5.0, network_policy=LOOPBACK_ONE)
+        with open_video(source) as (container, stream):
+            frames = sum(1 for _ in container.decode(stream))
+    assert frames == 40
+    ranges = [headers.get("Range") for _, headers in log]
+    assert ranges[0] is None and len(ranges) >= 2 and all(r is not None for r in ranges[1:]), ranges
+
+
+@pytest.mark.integration
+def test_live_mjpeg_through_the_guard(mjpeg_server: MjpegServer) -> None:
+    """An endless multipart body, read forward only (it has no length), gives frames."""
+    config = LiveConfig(fps=2, open_timeout_s=5, read_timeout_s=3, network_policy=LOOPBACK_ONE)
+    with LiveSource(mjpeg_server.url, config) as src:
+        assert wait_for(lambda: src.state == "live", 10), src.stats
+        frames = collect(src, 2.0)
+    assert len(frames) >= 2 and frames[0].image.shape[2] == 3
 
 
 GUARDED_HLS = LiveConfig(

@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from stream.errors import UnsupportedCodec
+from stream.live_check import check_live
+from stream.live_types import LiveConfig
 from stream.probe import VideoInfo, probe
-from tests.stream.clips import Clips, make_vfr_clip
+from stream.sampling import sample_frames
+from stream.urls import NetworkPolicy
+from tests.stream.clips import Clips, make_unknown_codec, make_vfr_clip
+from tests.stream.servers import HttpServer
 
 
 def test_probe_synthetic(clips: Clips) -> None:
@@ -43,3 +49,19 @@ def test_probe_real(
     assert info.fps == pytest.approx(fps, abs=0.01)
     assert (info.width, info.height) == size
     assert info.codec == "h264" and info.has_audio
+
+
+def test_a_codec_without_decoder_is_unsupported(tmp_path: Path, http_server: HttpServer) -> None:
+    """A video stream FFmpeg finds but cannot decode is UnsupportedCodec (a 4xx), at every opener: the probe
+    of a local file and of a URL, sampling, and the live check."""
+    clip = make_unknown_codec(http_server.root / "zz.avi")
+    url = http_server.url("zz.avi")
+    policy = NetworkPolicy(allowed_networks=["127.0.0.1/32"])
+    with pytest.raises(UnsupportedCodec, match="codec FFmpeg cannot decode"):
+        probe(str(clip), allow_local=True)
+    with pytest.raises(UnsupportedCodec):
+        probe(url, network_policy=policy)
+    with pytest.raises(UnsupportedCodec):
+        next(sample_frames(str(clip), allow_local=True))
+    with pytest.raises(UnsupportedCodec):
+        check_live(url, LiveConfig(network_policy=policy))

@@ -386,8 +386,7 @@ def test_ffmpeg_options_under_a_policy() -> None:
     guarded = ffmpeg_options(
         "http://example.com/a.mp4", ALLOWED_SCHEMES, 5.0, network_policy=DEFAULT_NETWORK_POLICY
     )
-    # FFmpeg refuses redirects, and cannot be talked into HLS (segments on any host) at a non-playlist URL
-    assert guarded["max_redirects"] == "0"
+    # FFmpeg cannot be talked into HLS (segments on any host) at a non-playlist URL
     assert "hls" not in guarded["format_whitelist"].split(",")
     assert "mpjpeg" in guarded["format_whitelist"].split(",")
     playlist = ffmpeg_options(
@@ -396,10 +395,22 @@ def test_ffmpeg_options_under_a_policy() -> None:
     assert guarded_playlist("https://example.com/live/index.m3u8?x=1", DEFAULT_NETWORK_POLICY)
     assert not guarded_playlist("https://example.com/live/index.m3u8", None)
     assert "hls" in playlist["format_whitelist"].split(",")
-    assert (playlist["max_redirects"], playlist["http_persistent"], playlist["http_multiple"]) == (
-        "0",
-        "0",
-        "0",
-    )
-    rtsp = ffmpeg_options("rtsp://cam/s", ("rtsp",), 5.0, network_policy=DEFAULT_NETWORK_POLICY)
-    assert "max_redirects" not in rtsp  # an http option; RTSP redirects cannot be refused (docs)
+    assert (playlist["http_persistent"], playlist["http_multiple"]) == ("0", "0")
+    # under a policy FFmpeg speaks plain RTSP over TCP to the relay (stream.rtsp_relay), and nothing else
+    rtsp = ffmpeg_options("rtsps://cam/s", ("rtsps",), 5.0, network_policy=DEFAULT_NETWORK_POLICY)
+    assert rtsp["protocol_whitelist"] == "rtsp,tcp"
+    assert ffmpeg_options("rtsps://cam/s", ("rtsps",), 5.0)["protocol_whitelist"] == "rtsps,rtp,tls,tcp,udp"
+
+
+def test_schemes_that_cannot_be_pinned_are_refused_under_a_policy() -> None:
+    """FFmpeg's rtmp client resolves and connects by itself: under a policy it is refused (no lookup)."""
+    from stream.av_input import resolve
+
+    with pytest.raises(ForbiddenUrl, match="cannot be held to the checked address"):
+        resolve(
+            "rtmp://8.8.8.8/live",
+            allowed_schemes=("rtmp",),
+            timeout_s=1,
+            network_policy=DEFAULT_NETWORK_POLICY,
+        )
+    assert resolve("rtmp://8.8.8.8/live", allowed_schemes=("rtmp",), timeout_s=1).network_policy is None
