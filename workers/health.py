@@ -78,6 +78,26 @@ def worker_counts(rt: Runtime, client: redis.Redis | None = None) -> dict[str, i
     return counts
 
 
+class NoWorker(Exception):
+    """No live worker consumes a queue: work sent there would wait for nobody (the API answers 503)."""
+
+    code = "no_worker"
+    retry_after_s = 10
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"no live worker consumes the {queue!r} queue; start one: `vidmem worker --queues {queue}`"
+        )
+        self.queue = queue
+
+
+def require_worker(rt: Runtime, queue: str) -> None:
+    """Raise NoWorker when the heartbeats say that no live worker consumes ``queue`` (never in embedded
+    mode: its in-process pools always do). Costs two small Redis reads (the beats set and their keys)."""
+    if worker_counts(rt)[queue] == 0:
+        raise NoWorker(queue)
+
+
 class WorkerBeat:
     """A daemon thread publishing a beat every ``interval_s`` (TTL 3 x interval) from ``start`` on."""
 
