@@ -14,6 +14,7 @@ a cancelled task stops generating (or never starts) and ends the channel without
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import Any
 import redis
 
 from workers import metrics
+
+log = logging.getLogger(__name__)
 
 TTL_S = 600
 """Lifetime of a channel's stream and of its cancel mark (past it, a task still queued would run)."""
@@ -130,10 +133,15 @@ class AnswerReader:
         return out
 
     def cancel(self) -> None:
-        """Tell the task to stop (a no-op once the answer has finished)."""
-        if not self.finished:
-            self.finished = True
+        """Tell the task to stop (a no-op once the answer has finished). With Redis unreachable the mark
+        is lost (logged): the task then generates to its end, as nobody can read it anyway."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
             self.channel.cancel()
+        except redis.RedisError as e:
+            log.warning("answer %s not cancelled: Redis unreachable (%s)", self.channel.key, e)
 
     def __iter__(self) -> Iterator[AnswerEvent]:
         try:
