@@ -18,6 +18,7 @@ from model.memory import UnknownStream
 from stream.errors import SourceError
 from workers.answers import AnswerTimeout
 from workers.dispatch import BrokerUnavailable
+from workers.health import NoWorker
 from workers.quotas import QuotaExceeded
 from workers.records import UnknownJob, UnknownStreamRecord
 from workers.service import ServiceError
@@ -45,6 +46,8 @@ STATUS = {
     "unsupported_codec": 422,
     "too_many_peers": 429,
     "broker_unavailable": 503,
+    "no_worker": 503,
+    "too_many_checks": 429,
     "store_unavailable": 503,
     "unauthorized": 401,
     "quota_exceeded": 429,
@@ -120,11 +123,12 @@ def install(app: FastAPI) -> None:
         return error_response(e.code, str(e), e.status, headers=headers)
 
     @app.exception_handler(BrokerUnavailable)
+    @app.exception_handler(NoWorker)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
     async def _unavailable(_: Request, e: Exception) -> JSONResponse:
-        # A backend is down (the task queue, or the Redis store): try again later, not a bug.
-        if isinstance(e, BrokerUnavailable):
+        # A backend is down (the task queue, the Redis store, every worker of a queue): try again later.
+        if isinstance(e, BrokerUnavailable | NoWorker):
             return error_response(e.code, str(e), 503, headers={"Retry-After": str(e.retry_after_s)})
         msg = "the data store (Redis) is unreachable; try again later"
         return error_response("store_unavailable", msg, 503, headers={"Retry-After": "5"})

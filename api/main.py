@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from api import errors
@@ -15,6 +16,7 @@ from api.origin_guard import OriginGuard
 from api.routes import health, metrics, streams, videos, web, webrtc
 from api.rtc import Peers
 from api.security_headers import SecurityHeaders
+from api.url_checks import UrlChecks
 from vidmem.settings import Settings, get_settings
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    app.state.url_checks = UrlChecks(settings.url_check_workers, settings.url_check_per_tenant)
+    app.state.health_limiter = anyio.CapacityLimiter(2)  # /healthz's own threads (see routes.health)
     errors.install(app)
     for r in (health.router, metrics.router, videos.router, streams.router, webrtc.router, web.router):
         app.include_router(r)

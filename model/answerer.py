@@ -2,7 +2,8 @@
 
 The prompt comes from ``model.prompt.build_prompt`` (re-exported here). ``Answerer.answer``
 returns an ``Answer``; ``Answerer.stream`` runs ``generate`` in a thread and yields text pieces
-(``transformers.TextIteratorStreamer``), and stops generating if the consumer goes away.
+(``transformers.TextIteratorStreamer``), and stops generating if the consumer goes away, or once its
+``should_stop`` callable says so (asked between generation steps, at most every ``stop_poll_s``).
 ``ttft_s`` is measured when ``generate`` hands over its first new token.
 
 This module knows nothing about Redis, Celery, HTTP or encoders: it takes ``Slot`` values.
@@ -63,10 +64,14 @@ class AnswerConfig:
     max_new_tokens: int = 128
     stream_timeout_s: float | None = 600.0
     """Longest wait for the next streamed piece before the stream fails (queue.Empty)."""
+    stop_poll_s: float = 0.2
+    """Least time between two calls of a stream's ``should_stop`` (it may cost a round trip)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.stop_poll_s < 0:
+            raise ValueError(f"stop_poll_s must be >= 0, got {self.stop_poll_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +122,27 @@ class _TimedTextStreamer(TextIteratorStreamer):
 
 
 class _Cancelled(StoppingCriteria):
-    """Stops generation once ``event`` is set (the stream's consumer went away)."""
+    """Stops generation once ``event`` is set (the stream's consumer went away), or once ``should_stop()``
+    returns True (asked at most every ``poll_s``); ``stopped_early`` then says so."""
 
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
+    def __init__(
+        self, event: threading.Event, should_stop: Callable[[], bool] | None = None, poll_s: float = 0.0
+    ) -> None:
+        self.event, self.should_stop, self.poll_s = event, should_stop, poll_s
+        self.stopped_early = False
+        self._next_poll = 0.0
+
+    def _asked_to_stop(self) -> bool:
+        if self.should_stop is None or time.monotonic() < self._next_poll:
+            return False
+        self._next_poll = time.monotonic() + self.poll_s
+        if self.should_stop():
+            self.stopped_early = True
+            self.event.set()
+        return self.stopped_early
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
-        stop = self.event.is_set()
+        stop = self.event.is_set() or self._asked_to_stop()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
 
 
@@ -132,17 +151,19 @@ class AnswerStream:
 
     Generation runs in a daemon thread. Errors there are re-raised to the consumer. A consumer
     that stops early must call ``close()`` (or use the stream as a context manager), which
-    stops the generation at its next step and joins the thread.
+    stops the generation at its next step and joins the thread. A generation that ``should_stop``
+    ended early ends the iteration; ``stopped_early`` then says so (``result()`` has the text so far).
     """
 
     def __init__(
         self,
         streamer: _TimedTextStreamer,
-        cancel: threading.Event,
+        stopping: _Cancelled,
         generate: Callable[[], object],
         finish: Callable[[str, _TimedTextStreamer], Answer],
     ) -> None:
-        self._streamer, self._cancel, self._finish = streamer, cancel, finish
+        self._streamer, self._stopping, self._finish = streamer, stopping, finish
+        self._cancel = stopping.event
         self._error: BaseException | None = None
         self._answer: Answer | None = None
         self._pieces = self._iterate()
@@ -195,6 +216,11 @@ class AnswerStream:
         """Tokens generated so far."""
         return self._streamer.new_tokens
 
+    @property
+    def stopped_early(self) -> bool:
+        """Whether ``should_stop`` ended the generation."""
+        return self._stopping.stopped_early
+
     def result(self) -> Answer:
         if self._answer is None:
             raise RuntimeError("the answer stream has not been consumed to its end")
@@ -212,11 +238,11 @@ class Answerer:
         self.gen = gen or AnswerConfig()
 
     def _generate(
-        self, prompt: Prompt, streamer: BaseStreamer, cancel: threading.Event | None = None
+        self, prompt: Prompt, streamer: BaseStreamer, cancel: _Cancelled | None = None
     ) -> torch.Tensor:
         """New token ids [1, T] (generate from inputs_embeds returns only the new tokens)."""
         tok = self.backend.tokenizer
-        stopping = StoppingCriteriaList([_Cancelled(cancel)] if cancel is not None else [])
+        stopping = StoppingCriteriaList([cancel] if cancel is not None else [])
         return self.backend.lm.generate(  # type: ignore[operator]
             inputs_embeds=prompt.inputs_embeds,
             attention_mask=prompt.attention_mask,
@@ -263,16 +289,23 @@ class Answerer:
         )
 
     def stream(
-        self, slots: Sequence[Slot], question: str, budget: int, gaps: Sequence[tuple[float, float]] = ()
+        self,
+        slots: Sequence[Slot],
+        question: str,
+        budget: int,
+        gaps: Sequence[tuple[float, float]] = (),
+        should_stop: Callable[[], bool] | None = None,
     ) -> AnswerStream:
         """Answer ``question`` over ``slots`` as an iterator of text pieces; ``gaps`` as in build_prompt.
+        ``should_stop`` (called from the generation thread, at most every ``stop_poll_s``) ends the
+        generation early when it returns True.
 
         Prompt errors (EmptyMemory, BudgetError) raise here, before any thread starts.
         """
         start = time.perf_counter()
         prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget, gaps)
         streamer = _TimedTextStreamer(self.backend.tokenizer, self.gen.stream_timeout_s)
-        cancel = threading.Event()
+        cancel = _Cancelled(threading.Event(), should_stop, self.gen.stop_poll_s)
 
         def finish(text: str, s: _TimedTextStreamer) -> Answer:
             times = (start, s.first_token_at, time.perf_counter())

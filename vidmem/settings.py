@@ -217,6 +217,16 @@ class Settings(BaseSettings):
         60, ge=1, le=1_000_000, description="Questions one tenant may ask per minute."
     )
     max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")
+    max_new_tokens_limit: int = Field(
+        1024, ge=1, le=4096, description="Most new tokens a question may ask for (more: 422)."
+    )
+    url_check_workers: int = Field(
+        8, ge=1, le=1000, description="URL pre-checks (probe a video URL, open a camera) one API process "
+        "runs at once, on threads of their own; more are refused at once (429 too_many_checks).",
+    )  # fmt: skip
+    url_check_per_tenant: int = Field(
+        2, ge=1, le=1000, description="URL pre-checks one tenant may have running at once (then 429)."
+    )
     upload_dir: Path = Field(
         Path.home() / ".cache" / "vidmem" / "uploads",
         description="Where uploads are kept until ingested (shared with ingest workers in distributed mode).",
@@ -240,6 +250,13 @@ class Settings(BaseSettings):
                 f"{self.host!r}): use --host 127.0.0.1, or set VIDMEM_REDIS_URL (distributed mode, API keys "
                 "from `vidmem keys create`) to serve other machines"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _default_answer_within_limit(self) -> Settings:
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            n, limit = self.max_new_tokens, self.max_new_tokens_limit
+            raise ValueError(f"max_new_tokens ({n}) exceeds max_new_tokens_limit ({limit})")
         return self
 
     @model_validator(mode="after")

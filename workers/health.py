@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from workers.broker import TIMEOUT_S, broker_ok, quick_redis
-from workers.dispatch import QUEUES
+from workers.dispatch import QUEUES, InProcessDispatcher
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,35 @@ def beats(client: redis.Redis) -> dict[str, list[str]]:
 
 def worker_counts(rt: Runtime, client: redis.Redis | None = None) -> dict[str, int]:
     """Live workers per queue and live readers: ``{"ingest": n, "encode": n, "answer": n, LIVE: n}``.
-    The embedded mode's in-process pools count as one worker per queue."""
+    The embedded mode's in-process pools (any InProcessDispatcher) count as one worker per queue."""
     counts = dict.fromkeys((*QUEUES, LIVE), 0)
     for queues in beats(client if client is not None else rt.redis).values():
         for q in queues:
             if q in counts:
                 counts[q] += 1
-    if rt.settings.embedded:
+    if rt.settings.embedded or isinstance(rt.dispatcher, InProcessDispatcher):
         counts |= {q: max(1, counts[q]) for q in QUEUES}
     return counts
+
+
+class NoWorker(Exception):
+    """No live worker consumes a queue: work sent there would wait for nobody (the API answers 503)."""
+
+    code = "no_worker"
+    retry_after_s = 10
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"no live worker consumes the {queue!r} queue; start one: `vidmem worker --queues {queue}`"
+        )
+        self.queue = queue
+
+
+def require_worker(rt: Runtime, queue: str) -> None:
+    """Raise NoWorker when the heartbeats say that no live worker consumes ``queue`` (never with in-process
+    pools, as in embedded mode). Costs two small Redis reads (the beats set and their keys)."""
+    if worker_counts(rt)[queue] == 0:
+        raise NoWorker(queue)
 
 
 class WorkerBeat:

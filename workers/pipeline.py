@@ -285,11 +285,18 @@ def answer_question(
 ) -> None:
     """Answer over the stream's memory (or its slots within ``window`` = [lo, hi] in stream time, None
     for an open bound); events go to the request's AnswerChannel. A live stream's gaps are named in the
-    prompt, so the model knows when the camera saw nothing."""
+    prompt, so the model knows when the camera saw nothing.
+
+    A request its client cancelled (``AnswerChannel.cancel``) does not start, or stops generating within
+    about ``AnswerConfig.stop_poll_s``; its channel then ends without an event."""
     from model.answerer import EmptyMemory
     from workers.models import answerer_for
 
     channel = AnswerChannel(rt.redis, request_id)
+    if channel.cancelled():  # its client left while the task was queued
+        log.info("answer cancelled by its client before it started")
+        channel.drop()
+        return
     channel.start()
     try:
         if not rt.memory.exists(stream_id):
@@ -302,10 +309,15 @@ def answer_question(
             raise EmptyMemory(f"stream {stream_id} has no frames in the window asked about")
         gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), hi)
         answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
-        with answerer.stream(slots, question, state.config.budget, gaps) as pieces:
+        with answerer.stream(slots, question, state.config.budget, gaps, channel.cancelled) as pieces:
             for piece in pieces:
                 channel.piece(piece)
             result = pieces.result()
+        if pieces.stopped_early:
+            log.info("answer cancelled by its client after %d of %d new tokens", result.new_tokens,
+                     max_new_tokens)  # fmt: skip
+            channel.drop()
+            return
     except EmptyMemory as e:
         channel.error("empty_memory", str(e))
         return

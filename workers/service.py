@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from typing import Any
 from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
-from workers.answers import AnswerChannel, AnswerEvent
+from workers.answers import AnswerChannel, AnswerReader
+from workers.health import require_worker
 from workers.quotas import check_ask_rate, check_stream_quota
 from workers.records import (
     LIVE_KINDS,
@@ -338,14 +338,23 @@ def ask(
     max_new_tokens: int | None = None,
     since: str | float | None = None,
     until: str | float | None = None,
-) -> Iterator[AnswerEvent]:
-    """Queue an answer and yield its events (pieces, then done/error).
+) -> AnswerReader:
+    """Queue an answer; its events (pieces, then done/error) come from the returned reader, which cancels
+    the answer's generation if its reader stops early.
 
     The answer covers the stream's whole memory, or the slots between ``since`` and ``until``
     (``timewindow``), which then have the prompt's whole budget to themselves. Each ask counts against
-    the tenant's ``ask_per_minute`` (QuotaExceeded beyond it).
+    the tenant's ``ask_per_minute`` (QuotaExceeded beyond it). More than ``max_new_tokens_limit`` new
+    tokens are refused (``validation_error``), and so is any ask while no live worker consumes the answer
+    queue (NoWorker), at once rather than after ``answer_timeout_s``.
     """
+    limit = rt.settings.max_new_tokens_limit
+    if max_new_tokens is not None and max_new_tokens > limit:
+        raise ServiceError(
+            "validation_error", f"max_new_tokens is {max_new_tokens}; this server allows at most {limit}"
+        )
     rec = rt.records.owned_stream(stream_id, tenant)
+    require_worker(rt, "answer")
     check_ask_rate(rt, tenant)
     if not rt.memory.exists(stream_id) or not (slots := rt.memory.state(stream_id).slots):
         raise ServiceError("empty_memory", f"stream {stream_id} has no encoded frames yet; try again later")

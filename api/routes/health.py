@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import RuntimeDep
@@ -19,6 +20,7 @@ router = APIRouter()
 @router.get(
     "/healthz", response_model=HealthPublic, responses={503: {"model": HealthPublic, "description": "down"}}
 )
-def healthz(rt: RuntimeDep) -> JSONResponse:
-    body = check(rt)
+async def healthz(request: Request, rt: RuntimeDep) -> JSONResponse:
+    # On threads of its own (app.state.health_limiter), never behind the shared pool's other work.
+    body = await anyio.to_thread.run_sync(check, rt, limiter=request.app.state.health_limiter)
     return JSONResponse(body, status_code=503 if body["status"] == "down" else 200)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api import answers
 from api.auth import TenantDep
-from api.deps import RuntimeDep
-from api.errors import STATUS, ApiError
+from api.deps import RuntimeDep, UrlChecksDep
+from api.errors import ApiError
 from api.schemas import (
     JPEG_RESPONSE,
     SSE_RESPONSE,
@@ -27,18 +25,20 @@ from api.schemas import (
     StreamPublic,
 )
 from workers import service
-from workers.answers import AnswerEvent, AnswerTimeout
 
 router = APIRouter()
 
 
 @router.post("/v1/streams", status_code=201, response_model=StreamPublic, response_model_exclude_unset=True)
-async def create_stream(body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
-    """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first)."""
-    stream_id = await run_in_threadpool(
+async def create_stream(
+    body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep, checks: UrlChecksDep
+) -> dict[str, Any]:
+    """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first, within the
+    bounds of concurrent URL checks: else 429 ``too_many_checks``)."""
+    stream_id = await checks.run(tenant, partial(
         service.create_live_stream, rt, tenant, body.url, fps=body.fps, budget=body.budget, name=body.name,
         check=body.check,
-    )  # fmt: skip
+    ))  # fmt: skip
     return await run_in_threadpool(service.stream_view, rt, tenant, stream_id)
 
 
@@ -83,36 +83,21 @@ def get_thumbnail_at(
 
 
 @router.post("/v1/streams/{stream_id}/ask", response_model=AnswerPublic, responses=SSE_RESPONSE)
-async def ask(stream_id: str, body: AskRequest, rt: RuntimeDep, tenant: TenantDep) -> Any:
-    """Answer a question over the stream's memory (or a time window of it): JSON, or SSE when ``stream``."""
+async def ask(stream_id: str, body: AskRequest, request: Request, rt: RuntimeDep, tenant: TenantDep) -> Any:
+    """Answer a question over the stream's memory (or a time window of it): JSON, or SSE when ``stream``.
+
+    A client that disconnects before the end cancels the answer: its generation stops."""
     if len(body.question) > rt.settings.max_question_chars:
         raise ApiError(
             "validation_error", f"question longer than {rt.settings.max_question_chars} characters", 422
         )
-    events = await run_in_threadpool(
+    reader = await run_in_threadpool(
         service.ask, rt, tenant, stream_id, body.question, body.max_new_tokens, body.since, body.until
     )
     if body.stream:
         return StreamingResponse(
-            _sse(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            answers.sse(request, reader),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
         )
-    return await run_in_threadpool(_collect, events)
-
-
-def _collect(events: Iterator[AnswerEvent]) -> dict[str, Any]:
-    for ev in events:
-        if ev.kind == "done":
-            return ev.data
-        if ev.kind == "error":
-            raise ApiError(ev.data["code"], ev.data["message"], STATUS.get(ev.data["code"], 500))
-    raise ApiError("answer_failed", "the answer ended without a result", 500)
-
-
-def _sse(events: Iterator[AnswerEvent]) -> Iterator[str]:
-    try:
-        for ev in events:
-            yield f"event: {ev.kind}\ndata: {json.dumps(ev.data)}\n\n"
-    except (AnswerTimeout, RedisConnectionError, RedisTimeoutError) as e:
-        # The 200 is already sent: end the stream with an error event, not a silent truncation.
-        code = "answer_timeout" if isinstance(e, AnswerTimeout) else "store_unavailable"
-        yield f"event: error\ndata: {json.dumps({'code': code, 'message': str(e) or code})}\n\n"
+    return await answers.collect(request, reader)

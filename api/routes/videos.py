@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from api.auth import TenantDep
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, UrlChecksDep
 from api.errors import ApiError
 from api.schemas import JobPublic, VideoAccepted, VideoForm, VideoUrlCreate
 from stream.errors import SourceError
@@ -47,10 +48,13 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 
 @router.post("/v1/videos", status_code=202, response_model=VideoAccepted, openapi_extra=_UPLOAD_DOC)
-async def create_video(request: Request, rt: RuntimeDep, tenant: TenantDep) -> VideoAccepted:
+async def create_video(
+    request: Request, rt: RuntimeDep, tenant: TenantDep, checks: UrlChecksDep
+) -> VideoAccepted:
     """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued.
 
-    A tenant with ``tenant_max_jobs`` videos in progress is refused (429) before the body is read."""
+    A tenant with ``tenant_max_jobs`` videos in progress is refused (429) before the body is read; a URL
+    beyond the bounds of concurrent URL checks too (429 ``too_many_checks``)."""
     ctype = request.headers.get("content-type", "").strip().lower()
     await run_in_threadpool(check_stream_quota, rt, tenant, "upload")
     if ctype.startswith("multipart/form-data"):
@@ -60,7 +64,7 @@ async def create_video(request: Request, rt: RuntimeDep, tenant: TenantDep) -> V
             body = VideoUrlCreate.model_validate_json(await request.body())
         except ValidationError as e:
             raise ApiError("validation_error", _msg(e), 422) from None
-        info = await run_in_threadpool(service.check_video, rt, body.url, local=False)
+        info = await checks.run(tenant, partial(service.check_video, rt, body.url, local=False))
         job_id, stream_id = await run_in_threadpool(
             service.submit_video,
             rt,
@@ -106,7 +110,7 @@ async def _from_upload(request: Request, rt: RuntimeDep, tenant: str) -> VideoAc
     try:
         job_id, stream_id = await run_in_threadpool(
             service.submit_video, rt, tenant, str(path), local=True, info=info, fps=fields.fps,
-            budget=fields.budget, mode=fields.mode, name=fields.name or (upload.filename or ""),
+            budget=fields.budget, mode=fields.mode, name=fields.name or _clean_name(upload.filename),
         )  # fmt: skip
     except BaseException:  # not queued (broker down): nothing will ever read the file
         path.unlink(missing_ok=True)
@@ -120,9 +124,14 @@ def _suffix(filename: str | None) -> str:
     return f".{ext}" if ext else ""
 
 
+def _clean_name(filename: str | None) -> str:
+    """The client's file name as a stream's name: no directories, no control characters, as long as a
+    ``name`` field may be (200 characters); "" if nothing is left."""
+    return re.sub(r"[\x00-\x1f\x7f]", "", Path(filename or "").name)[:200]
+
+
 def _shown_name(filename: str | None) -> str:
-    name = re.sub(r"[\x00-\x1f\x7f]", "", Path(filename or "").name)[:200]
-    return name or "the uploaded file"
+    return _clean_name(filename) or "the uploaded file"
 
 
 def _save(upload: UploadFile, path: Path) -> None:

@@ -184,3 +184,18 @@ def test_gaps_are_noted_in_time_order(tiny_backend: LlavaOVBackend, slots: list[
     with torch.inference_mode():
         want = tiny_backend.model.get_input_embeddings()(torch.tensor(first))
     assert torch.equal(prompt.inputs_embeds[0, at : at + len(first)], want)
+
+
+def test_should_stop_ends_the_generation_early(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
+    """A stream whose should_stop turns True stops generating (within stop_poll_s) and says so."""
+    answerer = Answerer(tiny_backend, PromptConfig(), AnswerConfig(max_new_tokens=2000, stop_poll_s=0.0))
+    pieces = 0
+    with answerer.stream(slots, QUESTION, budget=400, should_stop=lambda: pieces >= 3) as stream:
+        for _ in stream:
+            pieces += 1
+        result = stream.result()
+    assert stream.stopped_early
+    assert 3 <= pieces < 50 and result.new_tokens < 2000
+    with answerer.stream(slots, QUESTION, budget=400, should_stop=lambda: False) as plain:
+        list(plain)
+    assert not plain.stopped_early

@@ -46,3 +46,29 @@ def test_silence_times_out_and_late_events_are_read(fake_redis: redis.Redis) -> 
     events = list(ch.events(timeout_s=5, block_ms=50))
     timer.join()
     assert [e.kind for e in events] == ["error"] and events[0].data["code"] == "empty_memory"
+
+
+def test_a_reader_closed_early_cancels_the_request(fake_redis: redis.Redis) -> None:
+    ch = AnswerChannel(fake_redis, "r4")
+    ch.start()
+    ch.piece("one")
+    ch.piece("two")
+    reader = AnswerChannel(fake_redis, "r4").events(timeout_s=5, block_ms=50)
+    it = iter(reader)
+    assert next(it).data["text"] == "one"
+    assert not ch.cancelled()
+    it.close()  # the client went away
+    assert ch.cancelled() and not fake_redis.exists(ch.key)
+
+
+def test_a_finished_or_timed_out_reader(fake_redis: redis.Redis) -> None:
+    """A reader that saw the end cancels nothing; one that gave up waiting cancels the request."""
+    ch = AnswerChannel(fake_redis, "r5")
+    ch.start()
+    ch.done(answer="x")
+    assert [e.kind for e in ch.events(timeout_s=1)] == ["done"]
+    assert not ch.cancelled()
+    late = AnswerChannel(fake_redis, "r6")
+    with pytest.raises(AnswerTimeout):
+        list(late.events(timeout_s=0.2, block_ms=50))
+    assert late.cancelled()

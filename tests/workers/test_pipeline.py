@@ -139,3 +139,19 @@ def test_expired_frames_fail_the_job_instead_of_hanging(rt: Runtime, clip: Path)
     pipeline.encode_chunk(rt, job_id, sid, lost)
     job = service.job_view(rt, LOCAL_TENANT, job_id)
     assert job["state"] == "failed" and job["error"].startswith("frames_expired: frames 4..7")
+
+
+def test_a_cancelled_answer_never_runs(rt: Runtime, clip: Path) -> None:
+    """A question whose client left while its task was queued: the task ends at once, without a model
+    call or any event, and counts as cancelled."""
+    from workers import metrics
+    from workers.answers import AnswerChannel
+
+    job_id, sid = submit(rt, clip)
+    pipeline.ingest_video(rt, job_id)
+    channel = AnswerChannel(rt.redis, "q1")
+    channel.cancel()
+    rt._models.clear()  # a model load would show that the task ran
+    pipeline.answer_question(rt, sid, "q1", "What is there?", 64)
+    assert not rt._models and not rt.redis.exists(channel.key)
+    assert rt.redis.hget(metrics.ANSWERS.key, 'result="cancelled"') == b"1"
