@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.auth import TenantDep
 from api.deps import RuntimeDep
 from api.errors import STATUS, ApiError
+from api.quota import LivePlace
 from api.schemas import AnswerPublic, AskRequest, LiveStreamCreate
 from workers import service
 from workers.answers import AnswerEvent, AnswerTimeout
@@ -23,11 +24,14 @@ router = APIRouter()
 
 
 @router.post("/v1/streams", status_code=201)
-async def create_stream(body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
-    """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first)."""
+async def create_stream(
+    body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep, place: LivePlace
+) -> dict[str, Any]:
+    """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first). A tenant
+    with ``tenant_max_live_streams`` live streams is refused (429)."""
     stream_id = await run_in_threadpool(
         service.create_live_stream, rt, tenant, body.url, fps=body.fps, budget=body.budget, name=body.name,
-        check=body.check,
+        check=body.check, reservation=place,
     )  # fmt: skip
     return await run_in_threadpool(service.stream_view, rt, tenant, stream_id)
 
