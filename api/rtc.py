@@ -94,10 +94,10 @@ class Peers:
         (``code``: too_many_peers, bad_sdp, no_video, unsupported_codec) or QuotaExceeded."""
         self._check_room(tenant)
         try:
-            info = check_offer(sdp)
             screened = screen_candidates(
                 sdp, self.rt.url_policy(), max_candidates=self.settings.webrtc_max_candidates
             )
+            info = check_offer(screened.sdp)
         except SdpError as e:
             raise ServiceError(e.code, str(e)) from None
         if screened.refused:
@@ -193,7 +193,9 @@ class Peers:
         why = f"the WebRTC connection was not established within {limit:g} s (webrtc_ice_timeout_s)"
         if offer.refused:
             shown = ", ".join(offer.refused[:3]) + (" ..." if len(offer.refused) > 3 else "")
-            why += f"; candidates of the offer refused by the network policy: {shown}"
+            why += (
+                f"; the network policy (VIDMEM_URL_ALLOWED_NETWORKS) refused the offer's candidates {shown}"
+            )
 
         def _deadline() -> None:
             if pc.connectionState != "connected":

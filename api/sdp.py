@@ -26,8 +26,10 @@ trickle endpoint: ``addIceCandidate`` is never called), and aioice sends STUN ch
   answer) after any check we could make, and may resolve to any address of those links. It is dropped
   unless the policy allows every address (``0.0.0.0/0`` and ``::/0``); the browser still connects
   through its checks to the server's candidates, as above, or through its STUN/TURN candidates.
-* An offer left with no candidate is still answered: its peer may connect through its own checks; if
-  it does not, ``webrtc_ice_timeout_s`` ends the stream, and its error names the refused candidates.
+* An offer left with no candidate is still answered: its peer may connect through its own checks. Once
+  a candidate is dropped, so is ``a=end-of-candidates``: told that no candidate will come, aioice would
+  drop the component and gather no candidate of its own. If the peer does not connect,
+  ``webrtc_ice_timeout_s`` ends the stream, and its error names the refused candidates.
 
 Knows nothing about HTTP, Redis or peer connections.
 """
@@ -140,14 +142,17 @@ def screen_candidates(sdp: str, policy: NetworkPolicy, *, max_candidates: int) -
             f"the offer names {len(candidates)} ICE candidates; at most {max_candidates} are accepted "
             "(webrtc_max_candidates)",
         )
-    dropped: dict[int, str] = {}
+    refused: dict[int, str] = {}
     for i in candidates:
         address, port = _candidate_address(lines[i].strip())
         why = _refusal(address, policy)
         if why is not None:
-            dropped[i] = f"{address}:{port} ({why})"
-    kept = "".join(line for i, line in enumerate(lines) if i not in dropped)
-    return Screened(sdp=kept, kept=len(candidates) - len(dropped), refused=tuple(dropped.values()))
+            refused[i] = f"{f'[{address}]' if ':' in address else address}:{port} ({why})"
+    drop = set(refused)
+    if refused:  # else aioice, told that no candidate will come, gives up before the peer's checks arrive
+        drop |= {i for i, line in enumerate(lines) if line.startswith("a=end-of-candidates")}
+    kept = "".join(line for i, line in enumerate(lines) if i not in drop)
+    return Screened(sdp=kept, kept=len(candidates) - len(refused), refused=tuple(refused.values()))
 
 
 def _candidate_address(line: str) -> tuple[str, int]:
@@ -193,8 +198,7 @@ def _int_in(text: str, lo: int, hi: int) -> bool:
 def _refusal(address: str, policy: NetworkPolicy) -> str | None:
     if is_mdns_hostname(address):
         return None if _allows_every_address(policy) else "an mDNS name, resolved after any check"
-    why = policy.refusal(address)
-    return None if why is None else f"{why}: VIDMEM_URL_ALLOWED_NETWORKS"
+    return policy.refusal(address)
 
 
 def _allows_every_address(policy: NetworkPolicy) -> bool:
