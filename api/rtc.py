@@ -168,7 +168,8 @@ class Peers:
             )  # fmt: skip
             source = TrackSource(video[0], self._track_config(fps), on_end=partial(self._ended, sid))
             self.connections[sid] = pc
-            self._places[sid] = self._places.pop(place)  # counted once: as a connection now
+            self._places.pop(place, None)  # counted once: as a connection now
+            self._places[sid] = tenant
             await run_in_threadpool(self.readers.adopt, sid, source)
         except BaseException as e:
             await pc.close()
