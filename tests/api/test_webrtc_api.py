@@ -37,7 +37,7 @@ from tests.stream.live_helpers import wait_until
 from vidmem.settings import Settings
 
 WATCHDOG_S = 2.0
-ICE_TIMEOUT_S = 4.0
+ICE_TIMEOUT_S = 6.0
 MAX_PEERS = 2
 RTC = {
     "fps": 2.0,
@@ -45,7 +45,7 @@ RTC = {
     "live_heartbeat_s": 0.2,
     "live_lease_s": 3.0,
     "webrtc_watchdog_s": WATCHDOG_S,
-    "webrtc_connect_timeout_s": 6.0,
+    "webrtc_connect_timeout_s": 15.0,
     "webrtc_ice_timeout_s": ICE_TIMEOUT_S,
     "webrtc_max_peers": MAX_PEERS,
     "webrtc_loopback": True,

@@ -30,7 +30,7 @@ from workers.tenants import ApiKeys
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
-ICE_TIMEOUT_S = 3.0
+ICE_TIMEOUT_S = 5.0
 HOST = "2130706431"  # a host candidate's priority
 
 
@@ -231,7 +231,7 @@ def test_a_good_offer_still_connects(server: Server, client_loop: LoopThread, fi
 def keyed_server(
     redis_server: RedisServer, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """``vidmem serve`` in distributed mode: 4 WebRTC peers, 2 per tenant, a 3 s ICE timeout."""
+    """``vidmem serve`` in distributed mode: 4 WebRTC peers, 2 per tenant, a 5 s ICE timeout."""
     redis.Redis.from_url(redis_server.url).flushdb()
     env = distributed_env(
         redis_server.url, tmp_path_factory.getbasetemp() / "models", webrtc_max_peers=4,
