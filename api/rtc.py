@@ -3,8 +3,14 @@
 One ``RTCPeerConnection`` (aiortc) per browser, on the server's event loop. Its video track becomes a
 ``stream.webrtc.TrackSource`` that the process's ``LiveSupervisor`` *adopts*: from there the frames
 travel exactly as a camera's do (lease-fenced hand-over, encode tasks, the bounded memory). When the
-track ends (the browser left, or the watchdog saw no frame for ``webrtc_watchdog_s``) or the stream is
-deleted (its reader closes the source), the connection is closed and its place freed.
+track ends (the browser left, the connection was not established within ``webrtc_ice_timeout_s``, or the
+watchdog saw no frame for ``webrtc_watchdog_s``) or the stream is deleted (its reader closes the source),
+the connection is closed and its place freed. Places are limited per process (``webrtc_max_peers``) and
+per tenant in it (``webrtc_max_peers_per_tenant``); the stream also takes a place of the tenant's
+``tenant_max_live_streams`` across processes (``api.quota``).
+
+The offer's ICE candidates pass the URL network policy first (``api.sdp.screen_candidates``): aiortc
+never learns a refused one, so no STUN packet goes there.
 
 Offers are vanilla ICE (the browser gathers its candidates before sending the offer), and so is the
 answer: aiortc gathers the server's before answering. The answer carries bitrate hints (``api.sdp``).
@@ -25,12 +31,13 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.mediastreams import MediaStreamTrack
 from fastapi.concurrency import run_in_threadpool
 
-from api.sdp import SdpError, check_offer, with_bitrate_hints
+from api.quota import hold
+from api.sdp import Screened, SdpError, check_offer, screen_candidates, with_bitrate_hints
 from stream.webrtc import TrackConfig, TrackSource
 from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor
-from workers.quotas import check_stream_quota
+from workers.quotas import Reservation
 from workers.runtime import Runtime
 from workers.service import ServiceError
 
@@ -59,19 +66,20 @@ def offer_loopback_candidates() -> None:
 
 
 class Peers:
-    """The WebRTC connections of this API process, at most ``webrtc_max_peers`` (pending ones included)."""
+    """The WebRTC connections of this API process (pending ones included): at most ``webrtc_max_peers``,
+    and at most ``webrtc_max_peers_per_tenant`` of one tenant."""
 
     def __init__(self, rt: Runtime, readers: LiveSupervisor) -> None:
         self.rt, self.readers = rt, readers
         self.settings: Settings = rt.settings
         self.connections: dict[str, RTCPeerConnection] = {}
-        self._negotiating: set[object] = set()  # offers being answered: they count against the limit
+        self._places: dict[object, str] = {}  # who holds each place: an offer being answered, or a stream
         self._closing: set[asyncio.Task[None]] = set()
         if self.settings.webrtc_loopback:
             offer_loopback_candidates()
 
     def __len__(self) -> int:
-        return len(self.connections) + len(self._negotiating)
+        return len(self._places)
 
     def ice_servers(self) -> list[RTCIceServer]:
         return [
@@ -84,30 +92,48 @@ class Peers:
     ) -> Answer:
         """Answer an offer and start reading its video as a new stream of ``tenant``. Raises ServiceError
         (``code``: too_many_peers, bad_sdp, no_video, unsupported_codec) or QuotaExceeded."""
-        await run_in_threadpool(check_stream_quota, self.rt, tenant, "webrtc")
-        if len(self) >= self.settings.webrtc_max_peers:
+        self._check_room(tenant)
+        try:
+            screened = screen_candidates(
+                sdp, self.rt.url_policy(), max_candidates=self.settings.webrtc_max_candidates
+            )
+            info = check_offer(screened.sdp)
+        except SdpError as e:
+            raise ServiceError(e.code, str(e)) from None
+        if screened.refused:
+            log.info("offer of tenant %s: candidates refused: %s", tenant, ", ".join(screened.refused))
+        place = object()  # taken before any await: concurrent offers cannot all pass the limits
+        self._places[place] = tenant
+        try:
+            async with hold(self.rt, tenant, "webrtc") as held:
+                return await self._negotiate(
+                    screened, place, held, tenant=tenant, fps=fps, budget=budget, name=name,
+                    audio=info.has_audio,
+                )  # fmt: skip
+        finally:
+            self._places.pop(place, None)
+
+    def _check_room(self, tenant: str) -> None:
+        s = self.settings
+        if len(self) >= s.webrtc_max_peers:
             raise ServiceError(
                 "too_many_peers",
                 f"this server already holds {len(self)} WebRTC connections (webrtc_max_peers="
-                f"{self.settings.webrtc_max_peers}); stop one, or try again later",
+                f"{s.webrtc_max_peers}); stop one, or try again later",
             )
-        try:
-            info = check_offer(sdp)
-        except SdpError as e:
-            raise ServiceError(e.code, str(e)) from None
-        place = object()  # taken before any await: concurrent offers cannot all pass the limit
-        self._negotiating.add(place)
-        try:
-            return await self._negotiate(
-                sdp, place, tenant=tenant, fps=fps, budget=budget, name=name, audio=info.has_audio
+        mine = sum(1 for t in self._places.values() if t == tenant)
+        if mine >= s.webrtc_max_peers_per_tenant:
+            raise ServiceError(
+                "too_many_peers",
+                f"tenant {tenant!r} already holds {mine} WebRTC connections on this server (webrtc_max_"
+                f"peers_per_tenant={s.webrtc_max_peers_per_tenant}); stop one, or try again later",
             )
-        finally:
-            self._negotiating.discard(place)
 
     async def _negotiate(
         self,
-        sdp: str,
+        offer: Screened,
         place: object,
+        held: Reservation,
         *,
         tenant: str,
         fps: float | None,
@@ -119,7 +145,7 @@ class Peers:
         tracks: list[MediaStreamTrack] = []
         pc.on("track", tracks.append)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             video = [t for t in tracks if t.kind == "video"]
             if not video:
                 raise ServiceError("no_video", "the offer sends no video track")
@@ -137,24 +163,22 @@ class Peers:
         sid: str | None = None
         try:
             sid = await run_in_threadpool(
-                service.create_webrtc_stream, self.rt, tenant, fps=fps, budget=budget, name=name
-            )
+                service.create_webrtc_stream, self.rt, tenant, fps=fps, budget=budget, name=name,
+                reservation=held,
+            )  # fmt: skip
             source = TrackSource(video[0], self._track_config(fps), on_end=partial(self._ended, sid))
             self.connections[sid] = pc
-            self._negotiating.discard(place)  # counted once: as a connection now
+            self._places.pop(place, None)  # counted once: as a connection now
+            self._places[sid] = tenant
             await run_in_threadpool(self.readers.adopt, sid, source)
         except BaseException as e:
             await pc.close()
             if sid is not None:
                 self.connections.pop(sid, None)
+                self._places.pop(sid, None)
                 await run_in_threadpool(_give_up, self.rt, sid, e)
             raise
-
-        @pc.on("connectionstatechange")
-        def _state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                source.end(f"the WebRTC connection {pc.connectionState}")
-
+        self._watch(pc, source, offer)
         s = self.settings
         answer = with_bitrate_hints(
             pc.localDescription.sdp, start_kbps=s.webrtc_start_kbps, min_kbps=s.webrtc_min_kbps,
@@ -162,6 +186,30 @@ class Peers:
         )  # fmt: skip
         log.info("stream %s: WebRTC offer answered (%s)", sid, "audio ignored" if audio else "video only")
         return Answer(sdp=answer, stream_id=sid)
+
+    def _watch(self, pc: RTCPeerConnection, source: TrackSource, offer: Screened) -> None:
+        """End the stream when its connection fails or closes, or is not connected (ICE and DTLS) within
+        ``webrtc_ice_timeout_s``: an offer that never connects frees its place soon."""
+        limit = self.settings.webrtc_ice_timeout_s
+        why = f"the WebRTC connection was not established within {limit:g} s (webrtc_ice_timeout_s)"
+        if offer.refused:
+            shown = ", ".join(offer.refused[:3]) + (" ..." if len(offer.refused) > 3 else "")
+            why += (
+                f"; the network policy (VIDMEM_URL_ALLOWED_NETWORKS) refused the offer's candidates {shown}"
+            )
+
+        def _deadline() -> None:
+            if pc.connectionState != "connected":
+                source.end(why)
+
+        deadline = asyncio.get_running_loop().call_later(limit, _deadline)
+
+        @pc.on("connectionstatechange")
+        def _state() -> None:
+            if pc.connectionState in ("connected", "failed", "closed"):
+                deadline.cancel()
+            if pc.connectionState in ("failed", "closed"):
+                source.end(f"the WebRTC connection {pc.connectionState}")
 
     def _track_config(self, fps: float | None) -> TrackConfig:
         s = self.settings
@@ -176,6 +224,7 @@ class Peers:
 
     def _ended(self, sid: str) -> None:
         """The track's consumer finished (on the loop): close the connection and free its place."""
+        self._places.pop(sid, None)
         pc = self.connections.pop(sid, None)
         if pc is not None:
             task = asyncio.get_running_loop().create_task(pc.close())
@@ -185,6 +234,7 @@ class Peers:
     async def close_all(self) -> None:
         """Close every connection (server shutdown), and wait for the closes already under way."""
         pcs, self.connections = list(self.connections.values()), {}
+        self._places.clear()
         await asyncio.gather(*(pc.close() for pc in pcs), *self._closing, return_exceptions=True)
 
 

@@ -217,3 +217,19 @@ def set_direction(sdp: str, kind: str, direction: str) -> str:
                              flags=re.MULTILINE)  # fmt: skip
         out.append(section)
     return "".join(out)
+
+
+def with_candidates(sdp: str, candidates: list[str]) -> str:
+    """``sdp`` whose every media section names exactly ``candidates`` (the text after "a=candidate:"),
+    its own candidates and end-of-candidates removed."""
+    nl = "\r\n" if "\r\n" in sdp else "\n"
+    out = []
+    for section in re.split(r"(?=^m=)", sdp, flags=re.MULTILINE):
+        lines = [
+            ln for ln in section.splitlines() if not ln.startswith(("a=candidate:", "a=end-of-candidates"))
+        ]
+        if section.startswith("m="):
+            at = next(i for i, ln in enumerate(lines) if ln.startswith("a=ice-pwd:")) + 1
+            lines[at:at] = [f"a=candidate:{c}" for c in candidates]
+        out.append(nl.join(lines) + nl if lines else "")
+    return "".join(out)

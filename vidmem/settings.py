@@ -216,6 +216,24 @@ class Settings(BaseSettings):
     ask_per_minute: int = Field(
         60, ge=1, le=1_000_000, description="Questions one tenant may ask per minute."
     )
+    # One client must not hurt the others: quota places, a tenant's share of WebRTC peers, ICE candidates.
+    tenant_reservation_ttl_s: float = Field(
+        60.0, ge=1, le=3600, description="A quota place taken for a request in progress (an upload being "
+        "read) is renewed while it runs, and freed this long after its API process died."
+    )  # fmt: skip
+    webrtc_max_peers_per_tenant: int = Field(
+        4,
+        ge=0,
+        le=10_000,
+        description="WebRTC connections one tenant may hold in one API process (then 429).",
+    )
+    webrtc_ice_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="A WebRTC connection not connected (ICE and DTLS) by then is closed "
+        "and its stream ended."
+    )  # fmt: skip
+    webrtc_max_candidates: int = Field(
+        32, ge=1, le=1000, description="ICE candidates an offer may name (more: 400 bad_sdp)."
+    )
     max_question_chars: int = Field(2000, ge=1, le=100_000, description="Longest accepted question.")
     max_new_tokens_limit: int = Field(
         1024, ge=1, le=4096, description="Most new tokens a question may ask for (more: 422)."

@@ -103,11 +103,12 @@ class LiveRecords:
 
     # ---- registry ----
 
-    def create(self, rec: StreamRecord, url: str | None) -> None:
+    def create(self, rec: StreamRecord, url: str | None, reservation: str | None = None) -> None:
         """Register a live stream: its record, its URL (credentials included: never shown), and a place in
         the set the ingest processes read. ``url`` None (a WebRTC track): the process that holds the
-        connection reads it, so no ingest process is told about it."""
-        self.records.create_stream(rec)
+        connection reads it, so no ingest process is told about it. ``reservation``: the quota place the
+        stream takes (``Records.create_stream``)."""
+        self.records.create_stream(rec, reservation)
         with self.r.pipeline() as p:
             p.hset(self._hash(rec.stream_id), "frames_sampled", 0)
             if url is not None:

@@ -33,12 +33,18 @@ return tostring(cur)
 """
 
 # Update a stream's state only if the stream still exists; "stopped" is final (a reader or an ingest
-# finishing late never brings a stopped stream back).
+# finishing late never brings a stopped stream back). The tenant's set of running streams (KEYS[2], see
+# ``Records.running_key``) follows the state in the same step: ARGV[2] is 1 for a running state.
 _SET_STATE = """
 if redis.call('HEXISTS', KEYS[1], 'stream_id') == 0 then return 0 end
 if redis.call('HGET', KEYS[1], 'state') == 'stopped' and ARGV[1] ~= 'stopped' then return 1 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-if ARGV[2] then redis.call('HSET', KEYS[1], 'error', ARGV[2]) end
+if ARGV[2] == '1' then
+  redis.call('ZADD', KEYS[2], 'NX', 'inf', ARGV[3])
+else
+  redis.call('ZREM', KEYS[2], ARGV[3])
+end
+if ARGV[4] then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 return 1
 """
 
@@ -71,6 +77,11 @@ LIVE_STATES = ("connecting", "live", "reconnecting")
 LIVE_KINDS = ("live", "webrtc")
 """Stream kinds read as they happen (a camera URL, a browser's WebRTC track): times are wall-clock based,
 and ``live_records`` holds their counters and gaps. The others ("upload", "url") are files."""
+
+
+def quota_group(kind: str) -> str:
+    """The limit a stream of ``kind`` counts against: "live" (cameras, browsers) or "jobs" (files)."""
+    return "live" if kind in LIVE_KINDS else "jobs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,14 +144,28 @@ class Records:
         """The Redis hash of a stream's record (for pipelined reads of many streams)."""
         return self._stream(stream_id)
 
+    def running_key(self, tenant: str, group: str) -> str:
+        """The sorted set of a tenant's running streams of a quota ``group`` (``quota_group``), scored
+        +inf, beside the quota reservations not yet turned into streams (``workers.quotas``), scored by
+        their expiry. A stream is in it exactly while its state is one of LIVE_STATES: ``create_stream``
+        adds it, ``set_stream_state`` and ``delete_stream`` keep it so."""
+        return f"{self.prefix}:tenant:{tenant}:running:{group}"
+
     # ---- streams ----
 
-    def create_stream(self, rec: StreamRecord) -> None:
+    def create_stream(self, rec: StreamRecord, reservation: str | None = None) -> None:
+        """Store a new stream. A running one takes its place among the tenant's running streams, in the
+        same transaction that drops ``reservation`` (the quota place taken for it, if any)."""
         fields: dict[Any, Any] = {k: v for k, v in asdict(rec).items() if v is not None}
+        running = self.running_key(rec.tenant, quota_group(rec.kind))
         with self.r.pipeline() as p:
             p.hset(self._stream(rec.stream_id), mapping=fields)
             p.zadd(self._streams(), {rec.stream_id: rec.created_at})
             p.zadd(self._tenant_streams(rec.tenant), {rec.stream_id: rec.created_at})
+            if reservation is not None:
+                p.zrem(running, reservation)
+            if rec.state in LIVE_STATES:
+                p.zadd(running, {rec.stream_id: float("inf")})
             p.execute()
 
     def stream(self, stream_id: str) -> StreamRecord:
@@ -183,8 +208,12 @@ class Records:
 
     def set_stream_state(self, stream_id: str, state: StreamState, error: str | None = None) -> bool:
         """Set the state of an existing stream (a deleted one stays deleted). False if none."""
-        args = [state] if error is None else [state, error]
-        return bool(self._set_state(keys=[self._stream(stream_id)], args=args))
+        tenant, kind = self.r.hmget(self._stream(stream_id), "tenant", "kind")
+        if kind is None:
+            return False
+        running = self.running_key(_s(tenant) if tenant else "local", quota_group(_s(kind)))
+        args = [state, int(state in LIVE_STATES), stream_id, *([] if error is None else [error])]
+        return bool(self._set_state(keys=[self._stream(stream_id), running], args=args))
 
     def set_stream_error(self, stream_id: str, error: str) -> None:
         """Note an error on a stream that keeps running (a live stream's failed chunk)."""
@@ -192,11 +221,14 @@ class Records:
             self.r.hset(self._stream(stream_id), "error", error)
 
     def delete_stream(self, stream_id: str) -> None:
-        tenant = self.r.hget(self._stream(stream_id), "tenant")
+        raw_tenant, kind = self.r.hmget(self._stream(stream_id), "tenant", "kind")
+        tenant = _s(raw_tenant) if raw_tenant else "local"
         with self.r.pipeline() as p:
             p.delete(self._stream(stream_id))
             p.zrem(self._streams(), stream_id)
-            p.zrem(self._tenant_streams(_s(tenant) if tenant else "local"), stream_id)
+            p.zrem(self._tenant_streams(tenant), stream_id)
+            if kind is not None:
+                p.zrem(self.running_key(tenant, quota_group(_s(kind))), stream_id)
             p.execute()
 
     # ---- jobs ----

@@ -17,7 +17,7 @@ from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
-from workers.quotas import check_ask_rate, check_stream_quota
+from workers.quotas import Reservation, check_ask_rate
 from workers.records import (
     LIVE_KINDS,
     LIVE_STATES,
@@ -74,11 +74,13 @@ def submit_video(
     budget: int | None = None,
     mode: str | None = None,
     name: str = "",
+    reservation: Reservation | None = None,
 ) -> tuple[str, str]:
     """Create a stream and a job for a checked video and queue its ingest. Returns (job_id, stream_id).
 
-    If the task cannot be queued (the broker is down: BrokerUnavailable), the stream and the job are
-    removed again, so that nothing looks queued forever, and the error is raised."""
+    The stream takes the quota place of ``reservation`` (``workers.quotas``; None: unchecked, the
+    command line's own user). If the task cannot be queued (the broker is down: BrokerUnavailable), the
+    stream and the job are removed again, so that nothing looks queued forever, and the error is raised."""
     s = rt.settings
     fps = fps or s.fps
     mode = mode or s.sample_mode
@@ -97,7 +99,8 @@ def submit_video(
             created_at=time.time(),
             tenant=tenant,
             job_id=job_id,
-        )
+        ),
+        reservation=_member(reservation),
     )
     expected = None
     if info.duration_s and mode == "fps":
@@ -121,17 +124,17 @@ def create_live_stream(
     budget: int | None = None,
     name: str = "",
     check: bool = True,
+    reservation: Reservation | None = None,
 ) -> str:
     """Register a live stream (RTSP, HTTP MJPEG, HLS); an ingest process starts reading it at once.
 
     With ``check``, the URL must give a frame within the live open and read timeouts, so a wrong
-    address is refused now (SourceError) rather than retried forever. A tenant at its limit of live
-    streams is refused first (QuotaExceeded).
+    address is refused now (SourceError) rather than retried forever. The stream takes the quota place
+    of ``reservation`` (None: unchecked).
     """
     from stream.live_check import check_live
     from workers.live import live_config
 
-    check_stream_quota(rt, tenant, "live")
     fps = fps or rt.settings.fps
     config = live_config(rt, fps)
     if check:
@@ -152,14 +155,21 @@ def create_live_stream(
         created_at=time.time(),
         tenant=tenant,
     )
-    rt.live.create(rec, url)
+    rt.live.create(rec, url, reservation=_member(reservation))
     return stream_id
 
 
 def create_webrtc_stream(
-    rt: Runtime, tenant: str, *, fps: float | None = None, budget: int | None = None, name: str = ""
+    rt: Runtime,
+    tenant: str,
+    *,
+    fps: float | None = None,
+    budget: int | None = None,
+    name: str = "",
+    reservation: Reservation | None = None,
 ) -> str:
-    """Register a stream of kind "webrtc": the API process that holds the connection reads its track."""
+    """Register a stream of kind "webrtc": the API process that holds the connection reads its track.
+    It takes the quota place of ``reservation`` (None: unchecked)."""
     stream_id = new_id()
     rec = StreamRecord(
         stream_id=stream_id,
@@ -173,8 +183,12 @@ def create_webrtc_stream(
         created_at=time.time(),
         tenant=tenant,
     )
-    rt.live.create(rec, None)
+    rt.live.create(rec, None, reservation=_member(reservation))
     return stream_id
+
+
+def _member(reservation: Reservation | None) -> str | None:
+    return None if reservation is None else reservation.member
 
 
 def job_view(rt: Runtime, tenant: str, job_id: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from api import answers
 from api.auth import TenantDep
 from api.deps import RuntimeDep, UrlChecksDep
 from api.errors import ApiError
+from api.quota import LivePlace
 from api.schemas import (
     JPEG_RESPONSE,
     SSE_RESPONSE,
@@ -31,13 +32,14 @@ router = APIRouter()
 
 @router.post("/v1/streams", status_code=201, response_model=StreamPublic, response_model_exclude_unset=True)
 async def create_stream(
-    body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep, checks: UrlChecksDep
+    body: LiveStreamCreate, rt: RuntimeDep, tenant: TenantDep, place: LivePlace, checks: UrlChecksDep
 ) -> dict[str, Any]:
     """Register a live camera feed: RTSP, an HTTP MJPEG URL, or an HLS playlist (checked first, within the
-    bounds of concurrent URL checks: else 429 ``too_many_checks``)."""
+    bounds of concurrent URL checks: else 429 ``too_many_checks``). A tenant with
+    ``tenant_max_live_streams`` live streams is refused (429 ``quota_exceeded``)."""
     stream_id = await checks.run(tenant, partial(
         service.create_live_stream, rt, tenant, body.url, fps=body.fps, budget=body.budget, name=body.name,
-        check=body.check,
+        check=body.check, reservation=place,
     ))  # fmt: skip
     return await run_in_threadpool(service.stream_view, rt, tenant, stream_id)
 

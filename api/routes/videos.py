@@ -17,10 +17,11 @@ from starlette.datastructures import UploadFile
 from api.auth import TenantDep
 from api.deps import RuntimeDep, UrlChecksDep
 from api.errors import ApiError
+from api.quota import JobPlace
 from api.schemas import JobPublic, VideoAccepted, VideoForm, VideoUrlCreate
 from stream.errors import SourceError
 from workers import service
-from workers.quotas import check_stream_quota
+from workers.quotas import Reservation
 
 router = APIRouter()
 
@@ -49,16 +50,15 @@ _UPLOAD_DOC: dict[str, Any] = {
 
 @router.post("/v1/videos", status_code=202, response_model=VideoAccepted, openapi_extra=_UPLOAD_DOC)
 async def create_video(
-    request: Request, rt: RuntimeDep, tenant: TenantDep, checks: UrlChecksDep
+    request: Request, rt: RuntimeDep, tenant: TenantDep, place: JobPlace, checks: UrlChecksDep
 ) -> VideoAccepted:
     """Submit a video: a multipart ``file`` upload, or JSON ``{"url": ...}``. Checked before it is queued.
 
     A tenant with ``tenant_max_jobs`` videos in progress is refused (429) before the body is read; a URL
     beyond the bounds of concurrent URL checks too (429 ``too_many_checks``)."""
     ctype = request.headers.get("content-type", "").strip().lower()
-    await run_in_threadpool(check_stream_quota, rt, tenant, "upload")
     if ctype.startswith("multipart/form-data"):
-        return await _from_upload(request, rt, tenant)
+        return await _from_upload(request, rt, tenant, place)
     if ctype.startswith("application/json"):
         try:
             body = VideoUrlCreate.model_validate_json(await request.body())
@@ -76,12 +76,13 @@ async def create_video(
             budget=body.budget,
             mode=body.mode,
             name=body.name,
+            reservation=place,
         )
         return VideoAccepted(job_id=job_id, stream_id=stream_id)
     raise ApiError("unsupported_media_type", "send multipart/form-data with a file, or JSON with a url", 415)
 
 
-async def _from_upload(request: Request, rt: RuntimeDep, tenant: str) -> VideoAccepted:
+async def _from_upload(request: Request, rt: RuntimeDep, tenant: str, place: Reservation) -> VideoAccepted:
     form = await request.form(max_files=1, max_fields=10)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -111,6 +112,7 @@ async def _from_upload(request: Request, rt: RuntimeDep, tenant: str) -> VideoAc
         job_id, stream_id = await run_in_threadpool(
             service.submit_video, rt, tenant, str(path), local=True, info=info, fps=fields.fps,
             budget=fields.budget, mode=fields.mode, name=fields.name or _clean_name(upload.filename),
+            reservation=place,
         )  # fmt: skip
     except BaseException:  # not queued (broker down): nothing will ever read the file
         path.unlink(missing_ok=True)

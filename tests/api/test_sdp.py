@@ -11,7 +11,8 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import SessionDescription
 
-from api.sdp import OfferInfo, SdpError, check_offer, with_bitrate_hints
+from api.sdp import OfferInfo, Screened, SdpError, check_offer, screen_candidates, with_bitrate_hints
+from stream.urls import NetworkPolicy
 
 HEAD = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
 ICE = (
@@ -298,3 +299,112 @@ def test_fingerprint_in_an_algorithm_aiortc_cannot_check_is_bad_sdp() -> None:
     sdp = sdp.replace("a=fingerprint:sha-256 ", "a=fingerprint:md5 ")
     err = refused(sdp)
     assert err.code == "bad_sdp" and "md5" in str(err), err
+
+
+# ---- screen_candidates ---------------------------------------------------------------------------
+
+DEFAULT_POLICY = NetworkPolicy()  # public addresses only
+OPEN_POLICY = NetworkPolicy(allowed_networks=("0.0.0.0/0", "::/0"))
+
+
+def with_candidates(*candidates: str, end: bool = True) -> str:
+    lines = "".join(f"a=candidate:{c}\r\n" for c in candidates)
+    return HEAD + video("96 VP8/90000") + lines + ("a=end-of-candidates\r\n" if end else "")
+
+
+def screened(*candidates: str, policy: NetworkPolicy = DEFAULT_POLICY, most: int = 32) -> Screened:
+    return screen_candidates(with_candidates(*candidates), policy, max_candidates=most)
+
+
+def screen_refused(*candidates: str, most: int = 32) -> str:
+    with pytest.raises(SdpError) as info:
+        screened(*candidates, most=most)
+    assert info.value.code == "bad_sdp"
+    return str(info.value)
+
+
+PUBLIC = "1 1 udp 2130706431 203.0.113.7 5000 typ host"  # (a documentation range: allowed by OPEN only)
+GLOBAL = "1 1 udp 1694498815 93.184.215.14 40000 typ srflx raddr 0.0.0.0 rport 0"
+
+
+def test_public_candidates_are_kept_as_they_are() -> None:
+    tcp = "2 1 tcp 1518280447 93.184.215.14 9 typ host tcptype active"  # port 9: TCP active (RFC 6544)
+    v6 = "3 1 UDP 2122262783 2606:4700::6810:84e5 40001 typ host generation 0"
+    out = screened(GLOBAL, tcp, v6)
+    assert out.sdp == with_candidates(GLOBAL, tcp, v6) and out.kept == 3 and out.refused == ()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "IPv6"),
+        ("10.1.2.3", "private"),
+        ("192.168.1.64", "private"),
+        ("169.254.169.254", "link-local"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("fe80::1%eth0", "IPv6"),
+        ("0.0.0.0", "this network"),
+        ("9b36eaac-bb2d-49db-8d4c-57c3e6ae4b2d.local", "mDNS"),
+    ],
+)
+def test_candidates_the_policy_refuses_are_dropped(address: str, why: str) -> None:
+    out = screened(f"9 1 udp 2130706431 {address} 5000 typ host", GLOBAL)
+    assert out.kept == 1 and len(out.refused) == 1
+    shown = f"[{address}]" if ":" in address else address
+    assert out.refused[0].startswith(f"{shown}:5000 (") and why in out.refused[0], out.refused
+    assert f" {address} 5000 " not in out.sdp and GLOBAL in out.sdp
+    # aioice, told that no more candidates come, would give up before the peer's own checks arrive.
+    assert "a=end-of-candidates" not in out.sdp
+
+
+def test_every_candidate_refused_still_leaves_an_offer() -> None:
+    out = screened("1 1 udp 2130706431 127.0.0.1 5000 typ host")
+    assert out.kept == 0 and "a=candidate" not in out.sdp and check_offer(out.sdp).video_codecs
+
+
+def test_an_open_policy_keeps_loopback_private_and_mdns_candidates() -> None:
+    local = ["1 1 udp 1 127.0.0.1 5000 typ host", "2 1 udp 1 10.0.0.1 5000 typ host",
+             "3 1 udp 1 abc-def.local 5000 typ host", PUBLIC]  # fmt: skip
+    out = screened(*local, policy=OPEN_POLICY)
+    assert out.refused == () and out.sdp == with_candidates(*local)
+    loopback_only = NetworkPolicy(allowed_networks=("127.0.0.0/8",))
+    out = screened(*local, policy=loopback_only)
+    assert [r.split(":")[0] for r in out.refused] == ["10.0.0.1", "abc-def.local", "203.0.113.7"]
+    blocked = NetworkPolicy(allowed_networks=("0.0.0.0/0", "::/0"), blocked_networks=("203.0.113.0/24",))
+    out = screened(*local, policy=blocked)  # a blocked network: mDNS names can no longer be allowed
+    assert [r.split(":")[0] for r in out.refused] == ["abc-def.local", "203.0.113.7"]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "shown"),
+    [
+        ("1 1 udp 2130706431 93.184.215.14 99999 typ host", "99999"),
+        ("1 1 udp 2130706431 93.184.215.14 0 typ host", "'0'"),
+        ("1 1 udp 2130706431 93.184.215.14 -1 typ host", "'-1'"),
+        ("1 1 udp 2130706431 999.1.1.1 5000 typ host", "999.1.1.1"),
+        ("1 1 udp 2130706431 example.com 5000 typ host", "example.com"),
+        ("1 1 udp 2130706431 93.184.215.14 5000 host", "typ"),
+        ("1 1 udp 2130706431 93.184.215.14", "typ"),
+        ("1 1 udp 2130706431 93.184.215.14 5000 typ sneaky", "sneaky"),
+        ("1 1 sctp 2130706431 93.184.215.14 5000 typ host", "sctp"),
+        ("1 0 udp 2130706431 93.184.215.14 5000 typ host", "component"),
+        ("1 1 udp 99999999999 93.184.215.14 5000 typ host", "priority"),
+        ("1 1 udp 2130706431 93.184.215.14 ５０００ typ host", "５０００"),
+    ],
+)
+def test_malformed_candidates_are_bad_sdp(candidate: str, shown: str) -> None:
+    message = screen_refused(candidate)
+    assert "ICE candidate" in message and shown in message, message
+
+
+def test_too_many_candidates_are_bad_sdp() -> None:
+    many = [f"{i} 1 udp 2130706431 93.184.215.14 {5000 + i} typ host" for i in range(33)]
+    assert "33 ICE candidates" in screen_refused(*many) and "webrtc_max_candidates" in screen_refused(*many)
+    assert screened(*many[:32]).kept == 32
+
+
+def test_a_real_offer_keeps_its_line_endings(aiortc_sdp: tuple[str, str]) -> None:
+    offer, _ = aiortc_sdp
+    out = screen_candidates(offer, OPEN_POLICY, max_candidates=32)
+    assert out.sdp == offer and out.kept == offer.count("a=candidate:") > 0

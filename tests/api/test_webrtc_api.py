@@ -37,6 +37,7 @@ from tests.stream.live_helpers import wait_until
 from vidmem.settings import Settings
 
 WATCHDOG_S = 2.0
+ICE_TIMEOUT_S = 6.0
 MAX_PEERS = 2
 RTC = {
     "fps": 2.0,
@@ -44,7 +45,8 @@ RTC = {
     "live_heartbeat_s": 0.2,
     "live_lease_s": 3.0,
     "webrtc_watchdog_s": WATCHDOG_S,
-    "webrtc_connect_timeout_s": 6.0,
+    "webrtc_connect_timeout_s": 15.0,
+    "webrtc_ice_timeout_s": ICE_TIMEOUT_S,
     "webrtc_max_peers": MAX_PEERS,
     "webrtc_loopback": True,
     "webrtc_start_kbps": 1500,
@@ -278,6 +280,20 @@ def test_watchdog_ends_a_silent_peer(c: TestClient, browsers: Browsers) -> None:
     assert "watchdog" in (v["last_error"] or ""), v
     wait_until(lambda: peers(c) == 0, 3, "the server to close the connection")
     wait_until(lambda: peer.connection_state != "connected", 5, "the client to see the connection closed")
+
+
+def test_an_offer_that_never_connects_ends_after_the_ice_timeout(c: TestClient, browsers: Browsers) -> None:
+    """The answer never reaches the peer (a client that sends offers and walks away): the connection is
+    closed and its place freed after webrtc_ice_timeout_s, before the first-frame timeout."""
+    r = post_offer(c, browsers().offer())
+    assert r.status_code == 200, r.text
+    sid, answered = r.json()["stream_id"], time.monotonic()
+    assert peers(c) == 1
+    v = wait_view(c, sid, lambda v: v["state"] == "done", ICE_TIMEOUT_S + 3, "the ICE timeout to end it")
+    took = time.monotonic() - answered
+    assert ICE_TIMEOUT_S - 0.5 <= took < RTC["webrtc_connect_timeout_s"], took
+    assert "webrtc_ice_timeout_s" in (v["last_error"] or ""), v
+    wait_until(lambda: peers(c) == 0, 3, "the place to be freed")
 
 
 def test_delete_closes_the_connection(c: TestClient, browsers: Browsers) -> None:
