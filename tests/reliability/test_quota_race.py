@@ -70,6 +70,7 @@ def start_cluster(redis_url: str, logdir: Path, models: Path, **settings: object
         redis_url, models, upload_dir=logdir / "uploads", tenant_max_jobs=LIMIT,
         tenant_max_live_streams=LIMIT, webrtc_max_peers=BURST + 8, webrtc_max_peers_per_tenant=BURST + 8,
         webrtc_ice_timeout_s=ICE_TIMEOUT_S, webrtc_loopback=True, live_lease_s=3, live_heartbeat_s=0.5,
+        url_check_workers=BURST, url_check_per_tenant=BURST,  # the quota, not the URL-check bound, refuses
         **settings,
     )  # fmt: skip
     port2 = free_port()
