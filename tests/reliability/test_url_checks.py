@@ -52,6 +52,7 @@ def api(redis_server: RedisServer, tmp_path: Path, tmp_path_factory: pytest.Temp
     env = distributed_env(
         redis_server.url, tmp_path_factory.getbasetemp() / "models", upload_dir=tmp_path / "uploads",
         open_timeout_s=t, live_open_timeout_s=t, live_read_timeout_s=t,
+        tenant_max_jobs=SLOW, tenant_max_live_streams=SLOW,  # the URL-check bound refuses, not the quota
     )  # fmt: skip
     with run_cluster(env, tmp_path) as (base, _):
         yield base
