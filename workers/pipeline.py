@@ -81,8 +81,7 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
     except UnknownStreamRecord:
         _fail(rt, job_id, job.stream_id, "stream_deleted: the stream was deleted before its video was read")
         return
-    rt.records.update_job(job_id, state="running")
-    rt.records.set_stream_state(job.stream_id, "live")
+    rt.records.set_job_state(job_id, job.stream_id, "running")
     s = rt.settings
     batch: list[Frame] = []
     n = 0  # frames handed to the encoders so far
@@ -166,8 +165,7 @@ def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, lease: Lease)
 
 def _fail(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
     log.warning("job %s failed: %s", job_id, message)
-    rt.records.update_job(job_id, state="failed", error=message)
-    rt.records.set_stream_state(stream_id, "stopped", error=message)
+    rt.records.set_job_state(job_id, stream_id, "failed", error=message)
     _finish(rt, job_id)
 
 
@@ -261,8 +259,7 @@ def check_done(rt: Runtime, job_id: str) -> None:
     encoded = rt.memory.next_seq(job.stream_id)
     if job.sampling_done and encoded >= job.frames_sampled:
         rt.records.raise_progress(job_id, 1.0)
-        rt.records.update_job(job_id, state="done")
-        rt.records.set_stream_state(job.stream_id, "done")
+        rt.records.set_job_state(job_id, job.stream_id, "done")
         _finish(rt, job_id)
         return
     total = max(job.expected_frames or 0, job.frames_sampled, 1)

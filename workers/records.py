@@ -287,6 +287,11 @@ class Records:
         mapping: dict[Any, Any] = fields
         self.r.hset(self._job(job_id), mapping=mapping)
 
+    def set_job_state(self, job_id: str, stream_id: str, state: JobState, error: str | None = None) -> None:
+        """Move a job to ``state`` and its stream to the state that follows from it (STREAM_STATE_OF_JOB)."""
+        self.update_job(job_id, state=state, **({} if error is None else {"error": error}))
+        self.set_stream_state(stream_id, STREAM_STATE_OF_JOB[state], error=error)
+
     def raise_progress(self, job_id: str, value: float) -> float:
         return float(_s(self._raise_to(keys=[self._job(job_id)], args=["progress", f"{value:.6f}"])))
 
