@@ -13,7 +13,6 @@ import functools
 import http.server
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from fastapi.testclient import TestClient
 from stream.urls import DEFAULT_NETWORK_POLICY
 from tests.api.conftest import assert_error, make_settings, running_client, upload, wait_job
 from tests.stream.clips import make_clip
+from tests.stream.servers import in_thread
 
 pytestmark = pytest.mark.reliability  # part of the reliability suite (SSRF)
 
@@ -82,16 +82,9 @@ class Peer:
 @contextmanager
 def serve(root: Path, host: str, target: str = "") -> Iterator[Peer]:
     server = _Server((host, 0), functools.partial(_Handler, directory=str(root)))
-    peer = Peer(base=f"http://{host}:{server.server_address[1]}")
-    server.seen, server.target = peer.seen, target
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield peer
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    server.seen, server.target = [], target
+    with in_thread(server) as base:
+        yield Peer(base, server.seen)
 
 
 @dataclass

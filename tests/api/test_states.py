@@ -10,7 +10,6 @@ that third job is removed from its (loopback) HTTP server before it runs, so its
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import embedded_env, run_api
 from tests.stream.clips import make_clip
 from tests.stream.live_helpers import wait_until
 from tests.stream.servers import HttpServer, serve_directory
@@ -40,25 +38,15 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     """``vidmem serve`` (embedded, tiny model) and a loopback HTTP server of video files."""
     logs = tmp_path_factory.mktemp("states")
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(model_cache),
-        "VIDMEM_UPLOAD_DIR": str(logs / "uploads"),
-        "VIDMEM_BUDGET": "256",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("VIDMEM_REDIS_URL", None)
-    port = free_port()
-    proc = Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logs)
-    base = f"http://127.0.0.1:{port}"
     files = logs / "files"
     files.mkdir()
-    try:
-        wait_healthy(base, proc)
-        with serve_directory(files) as http, httpx.Client(base_url=base, timeout=30) as client:
-            yield Server(client, http)
-    finally:
-        stop_all([proc])
+    env = embedded_env(model_cache, logs / "uploads", budget=256)
+    with (
+        run_api(env, logs) as (base, _),
+        serve_directory(files) as http,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        yield Server(client, http)
 
 
 def view(c: httpx.Client, sid: str) -> dict[str, Any]:

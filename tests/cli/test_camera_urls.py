@@ -9,7 +9,6 @@ purged at once, so its reader tries the (absent) camera for a moment only.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.redis_server import RedisServer, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, keyed_client, stop_all, wait_healthy
+from bench.redis_server import RedisServer
+from tests.integration.procs import distributed_env, embedded_env, keyed_client, run_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,14 +38,8 @@ NEVER = [
 def serve(env: dict[str, str], logdir: Path) -> Iterator[str]:
     env = dict(env)
     env.pop("VIDMEM_URL_ALLOWED_NETWORKS", None)  # the user's default, not the test session's
-    port = free_port()
-    api = Proc("api", [*VIDMEM, "serve", "--port", str(port)], env, logdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, api)
+    with run_api(env, logdir) as (base, _):
         yield base
-    finally:
-        stop_all([api])
 
 
 def register(client: httpx.Client, url: str) -> httpx.Response:
@@ -56,8 +49,7 @@ def register(client: httpx.Client, url: str) -> httpx.Response:
 def test_embedded_mode_registers_a_lan_camera_and_refuses_local_addresses(
     tmp_path: Path, model_cache: Path
 ) -> None:
-    env = os.environ | {"HOME": str(tmp_path), "VIDMEM_MODEL": "tiny", "VIDMEM_MODEL_CACHE": str(model_cache)}
-    env.pop("VIDMEM_REDIS_URL", None)
+    env = embedded_env(model_cache, tmp_path / "uploads") | {"HOME": str(tmp_path)}
     with serve(env, tmp_path) as base, httpx.Client(base_url=base, timeout=30) as client:
         r = register(client, CAMERA)
         assert r.status_code == 201, r.text  # today: 400 forbidden_url ... private

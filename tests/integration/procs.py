@@ -89,10 +89,25 @@ def run_cluster(
         stop_all(list(procs.values()))
 
 
+@contextmanager
+def run_api(env: dict[str, str], logdir: Path) -> Iterator[tuple[str, Proc]]:
+    """The API alone (``vidmem serve`` on a free port; embedded mode when ``env`` names no Redis): once
+    healthy, yield (its base URL, its process); stop it by PID."""
+    with run_cluster(env, logdir) as (base, procs):
+        yield base, procs["api"]
+
+
 def keyed_client(base: str, redis_url: str, tenant: str = "tests", **kwargs: object) -> httpx.Client:
     """An HTTP client of the API at ``base`` with a new API key of ``tenant`` (distributed mode needs one)."""
     key = ApiKeys(redis.Redis.from_url(redis_url)).create(tenant)[1]
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, **kwargs)  # type: ignore[arg-type]
+
+
+def _as_env(settings: dict[str, object]) -> dict[str, str]:
+    """``settings`` as ``VIDMEM_<NAME>`` variables (booleans lower-cased)."""
+    return {
+        f"VIDMEM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for k, v in settings.items()
+    }
 
 
 def distributed_env(redis_url: str, model_cache: Path, **settings: object) -> dict[str, str]:
@@ -104,8 +119,19 @@ def distributed_env(redis_url: str, model_cache: Path, **settings: object) -> di
         "VIDMEM_MODEL_CACHE": str(model_cache),
         "VIDMEM_FRAME_SIZE": "64",
         "PYTHONUNBUFFERED": "1",
-        **{
-            f"VIDMEM_{k.upper()}": str(v).lower() if isinstance(v, bool) else str(v)
-            for k, v in settings.items()
-        },
+        **_as_env(settings),
     }
+
+
+def embedded_env(model_cache: Path, upload_dir: Path, **settings: object) -> dict[str, str]:
+    """The environment of a ``vidmem serve`` in embedded mode (no Redis, whatever the test session names):
+    the tiny model, uploads in ``upload_dir``, and ``settings`` as ``VIDMEM_<NAME>`` (e.g. ``budget=512``)."""
+    env = os.environ | {
+        "VIDMEM_MODEL": "tiny",
+        "VIDMEM_MODEL_CACHE": str(model_cache),
+        "VIDMEM_UPLOAD_DIR": str(upload_dir),
+        "PYTHONUNBUFFERED": "1",
+        **_as_env(settings),
+    }
+    env.pop("VIDMEM_REDIS_URL", None)
+    return env

@@ -5,7 +5,6 @@ and the resident memory of a process."""
 from __future__ import annotations
 
 import json
-import os
 import select
 import socket
 import time
@@ -15,40 +14,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import Proc, embedded_env, run_api
 
 
 @dataclass(frozen=True)
 class Embedded:
     base: str
-    port: int
     proc: Proc
     upload_dir: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.base.rsplit(":", 1)[1])
 
 
 @contextmanager
 def embedded_server(logdir: Path, model_cache: Path, **settings: object) -> Iterator[Embedded]:
     """``vidmem serve`` in embedded mode (tiny model) on a free port, ``settings`` as ``VIDMEM_<NAME>``."""
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(model_cache),
-        "VIDMEM_UPLOAD_DIR": str(logdir / "uploads"),
-        "VIDMEM_BUDGET": "512",
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_LOG_FORMAT": "text",
-        "PYTHONUNBUFFERED": "1",
-        **{f"VIDMEM_{k.upper()}": str(v) for k, v in settings.items()},
-    }
-    env.pop("VIDMEM_REDIS_URL", None)
-    port = free_port()
-    proc = Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logdir)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
-        yield Embedded(base, port, proc, logdir / "uploads")
-    finally:
-        stop_all([proc])
+    defaults: dict[str, object] = {"budget": 512, "frame_size": 64, "log_format": "text"}
+    env = embedded_env(model_cache, logdir / "uploads", **(defaults | settings))
+    with run_api(env, logdir) as (base, proc):
+        yield Embedded(base, proc, logdir / "uploads")
 
 
 @dataclass

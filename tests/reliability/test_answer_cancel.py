@@ -11,7 +11,6 @@ log shows that the first generation stopped early.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ import pytest
 import redis
 
 from tests.conftest import RedisServer
-from tests.integration.procs import VIDMEM, Proc, distributed_env, run_cluster
+from tests.integration.procs import VIDMEM, Proc, distributed_env, embedded_env, run_api, run_cluster
 from tests.reliability.conftest import api_client, upload, wait_job
 from tests.reliability.figures import TestFigures
 from tests.stream.clips import make_clip
@@ -138,22 +137,16 @@ def _check_sse_abandon(server: Server, figures: TestFigures) -> None:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     logs = tmp_path_factory.mktemp("embedded")
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(tmp_path_factory.getbasetemp() / "models"),
-        "VIDMEM_UPLOAD_DIR": str(logs / "uploads"),
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_MAX_NEW_TOKENS_LIMIT": str(LONG),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("VIDMEM_REDIS_URL", None)
+    env = embedded_env(
+        tmp_path_factory.getbasetemp() / "models", logs / "uploads", frame_size=64, max_new_tokens_limit=LONG
+    )
     clip = make_clip(logs / "clip.mp4", seconds=4, fps=10, size=(96, 64))
-    with run_cluster(env, logs) as (base, procs):
+    with run_api(env, logs) as (base, api):
         with httpx.Client(base_url=base, timeout=30) as c:
             r = upload(c, clip, fps=2)
             assert r.status_code == 202, r.text
             assert wait_job(c, r.json()["job_id"], timeout_s=120)["state"] == "done"
-        yield Server(base, procs["api"], r.json()["stream_id"], logs, env)
+        yield Server(base, api, r.json()["stream_id"], logs, env)
 
 
 def test_embedded_sse_client_gone_stops_the_generation(embedded: Server, figures: TestFigures) -> None:

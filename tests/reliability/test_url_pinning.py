@@ -22,7 +22,6 @@ import functools
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,13 +35,13 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.procs import VIDMEM, Proc, stop_all, wait_healthy
+from tests.integration.procs import embedded_env, run_api
 from tests.reliability.figures import TestFigures
 from tests.stream.clips import make_clip, make_unknown_codec
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer, require_live_peers
 from tests.stream.rtsp_peers import RedirectingRtsp
-from tests.stream.servers import QuietServer, RangeFiles
+from tests.stream.servers import QuietServer, RangeFiles, in_thread
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -111,14 +110,8 @@ def web_peer(root: Path, address: str, port: int, jpegs: list[bytes]) -> Iterato
     server = _PeerServer((address, port), functools.partial(_Peer, directory=str(root)))
     peer = Web(address, port)
     server.seen, server.jpegs = peer.seen, jpegs
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with in_thread(server):
         yield peer
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def twin_port() -> int:
@@ -181,32 +174,25 @@ def setup(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, live_clip
         "public": RtspServer(live_clip, rtsp_port, root / "public-rtsp.log", address=PUBLIC),
         "internal": RtspServer(live_clip, rtsp_port, root / "internal-rtsp.log", address=INTERNAL),
     }
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(model_cache),
-        "VIDMEM_UPLOAD_DIR": str(root / "uploads"),
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_URL_ALLOWED_NETWORKS": f'["{PUBLIC}/32"]',
-        "VIDMEM_LIVE_OPEN_TIMEOUT_S": "3",
-        "VIDMEM_LIVE_READ_TIMEOUT_S": "2",
-        "VIDMEM_LIVE_BACKOFF_MAX_S": "1",
+    env = embedded_env(
+        model_cache, root / "uploads", frame_size=64, url_allowed_networks=f'["{PUBLIC}/32"]',
+        live_open_timeout_s=3, live_read_timeout_s=2, live_backoff_max_s=1,
+    )  # fmt: skip
+    env |= {  # the sitecustomize, and the map it reads
         "VIDMEM_TEST_HOSTS": str(hosts),
         "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p),
-        "PYTHONUNBUFFERED": "1",
     }
-    env.pop("VIDMEM_REDIS_URL", None)
     jpegs = jpeg_frames()
-    port = twin_port()
-    api = Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, root)
-    base = f"http://127.0.0.1:{port}"
     try:
         for camera in cameras.values():
             camera.start()
-        with web_peer(www, PUBLIC, web_port, jpegs) as out, web_peer(www, INTERNAL, web_port, jpegs) as inner:
-            wait_healthy(base, api)
+        with (
+            web_peer(www, PUBLIC, web_port, jpegs) as out,
+            web_peer(www, INTERNAL, web_port, jpegs) as inner,
+            run_api(env, root) as (base, _),
+        ):
             yield Setup(base, hosts, out, inner, web_port, rtsp_port, cameras, www)
     finally:
-        stop_all([api])
         for camera in cameras.values():
             camera.stop()
 

@@ -8,7 +8,6 @@ adds 127.0.0.1 to the *server's* candidates, not to what it may reach).
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -20,13 +19,11 @@ import httpx
 import pytest
 import redis
 
-from bench.redis_server import free_port
 from tests.conftest import RedisServer
-from tests.integration.procs import VIDMEM, Proc, distributed_env, run_cluster, stop_all, wait_healthy
+from tests.integration.procs import Proc, distributed_env, embedded_env, keyed_client, run_api, run_cluster
 from tests.reliability.figures import TestFigures
 from tests.rtc_peers import BrowserPeer, LoopThread, SyntheticTrack, with_candidates
 from tests.stream.live_helpers import wait_until
-from workers.tenants import ApiKeys
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -47,26 +44,12 @@ def server(
 ) -> Iterator[Server]:
     """``vidmem serve`` (embedded mode) whose URL network policy allows no loopback address."""
     logs = tmp_path_factory.mktemp("hostile_rtc")
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(model_cache),
-        "VIDMEM_UPLOAD_DIR": str(logs / "uploads"),
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_URL_ALLOWED_NETWORKS": "[]",
-        "VIDMEM_WEBRTC_LOOPBACK": str(request.param).lower(),
-        "VIDMEM_WEBRTC_ICE_TIMEOUT_S": str(ICE_TIMEOUT_S),
-        "VIDMEM_LOG_FORMAT": "text",
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("VIDMEM_REDIS_URL", None)
-    port = free_port()
-    proc = Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logs)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
+    env = embedded_env(
+        model_cache, logs / "uploads", frame_size=64, url_allowed_networks="[]",
+        webrtc_loopback=request.param, webrtc_ice_timeout_s=ICE_TIMEOUT_S, log_format="text",
+    )  # fmt: skip
+    with run_api(env, logs) as (base, proc):
         yield Server(base, proc, request.param)
-    finally:
-        stop_all([proc])
 
 
 @pytest.fixture(scope="module")
@@ -247,15 +230,9 @@ def test_one_tenant_cannot_take_every_peer(
     """Tenant A's offers (that never connect) take its 2 places, not the server's 4: tenant B is still
     answered. A's places come back when its offers time out (webrtc_ice_timeout_s), not after the
     first-frame timeout."""
-    keys = ApiKeys(redis.Redis.from_url(redis_server.url))
     hooks = {"response": [figures.http_hook]}
     a, b = (
-        httpx.Client(
-            base_url=keyed_server,
-            timeout=30,
-            event_hooks=hooks,
-            headers={"Authorization": f"Bearer {keys.create(tenant)[1]}"},
-        )
+        keyed_client(keyed_server, redis_server.url, tenant, timeout=30, event_hooks=hooks)
         for tenant in ("tenant-a", "tenant-b")
     )
     with a, b:

@@ -15,6 +15,7 @@ import socket
 import ssl
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -76,6 +77,22 @@ class _Listener:
         raise NotImplementedError
 
 
+def _requests(conn: socket.socket, seen: list[str]) -> Iterator[tuple[str, str]]:
+    """Each RTSP request on ``conn`` (its head only) as (request line, ``CSeq`` header line; ``CSeq: 1``
+    when it has none), until the client hangs up; every request line is appended to ``seen``."""
+    data = b""
+    while True:
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        head, _, data = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        seen.append(lines[0])
+        yield lines[0], next((line for line in lines if line.lower().startswith("cseq:")), "CSeq: 1")
+
+
 class RedirectingRtsp(_Listener):
     """Redirects (``status``, ``Location: target``) the first OPTIONS, or with ``on="DESCRIBE"`` the first
     DESCRIBE after answering OPTIONS with 200; ``requests`` lists every request line it got."""
@@ -98,18 +115,8 @@ class RedirectingRtsp(_Listener):
         return f"{scheme}://{self.address}:{self.port}/camera"
 
     def handle(self, conn: socket.socket) -> None:
-        data = b""
-        while True:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, data = data.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            self.requests.append(lines[0])
-            cseq = next((line for line in lines if line.lower().startswith("cseq:")), "CSeq: 1")
-            if lines[0].startswith(self.on):
+        for request, cseq in _requests(conn, self.requests):
+            if request.startswith(self.on):
                 moved = f"RTSP/1.0 {self.status} Moved\r\n{cseq}\r\nLocation: {self.target}\r\n\r\n"
                 conn.sendall(moved.encode())
                 return
@@ -139,22 +146,12 @@ class ElsewhereRtsp(_Listener):
 
     def handle(self, conn: socket.socket) -> None:
         self.connections += 1
-        data = b""
-        while True:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(4096)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, data = data.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            self.requests.append(lines[0])
-            cseq = next((line for line in lines if line.lower().startswith("cseq:")), "CSeq: 1")
+        for request, cseq in _requests(conn, self.requests):
             headers, body = "Session: 42\r\n", ""
-            if lines[0].startswith("DESCRIBE"):
+            if request.startswith("DESCRIBE"):
                 headers = f"Content-Base: {self.base}\r\nContent-Type: application/sdp\r\n"
                 headers, body = headers + f"Content-Length: {len(SDP)}\r\n", SDP
-            elif lines[0].startswith("SETUP"):
+            elif request.startswith("SETUP"):
                 headers += "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n"
             conn.sendall(f"RTSP/1.0 200 OK\r\n{cseq}\r\n{headers}\r\n{body}".encode())
 

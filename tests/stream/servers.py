@@ -1,4 +1,5 @@
-"""Loopback peers for the stream tests: a small HTTP file server in a thread, which serves byte ranges."""
+"""Loopback peers for the stream tests: a small HTTP file server in a thread, which serves byte ranges, and
+``in_thread`` to run any other HTTP server of a test the same way."""
 
 from __future__ import annotations
 
@@ -102,14 +103,22 @@ class HttpServer:
 
 
 @contextmanager
-def serve_directory(root: Path) -> Iterator[HttpServer]:
-    """Serve ``root`` on 127.0.0.1 (a free port) from a thread; stop and close it on exit."""
-    server = QuietServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+def in_thread(server: http.server.HTTPServer) -> Iterator[str]:
+    """Serve ``server`` (bound to an IPv4 address) from a thread and yield its base URL; stop and close it
+    on exit."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-http", daemon=True)
     thread.start()
     try:
-        yield HttpServer(root=root, base=f"http://127.0.0.1:{server.server_address[1]}")
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}"
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def serve_directory(root: Path) -> Iterator[HttpServer]:
+    """Serve ``root`` on 127.0.0.1 (a free port) from a thread; stop and close it on exit."""
+    with in_thread(QuietServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))) as base:
+        yield HttpServer(root=root, base=base)

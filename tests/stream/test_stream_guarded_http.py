@@ -5,7 +5,6 @@ a live MJPEG feed, and a live HLS feed read through it, cut and restored."""
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from stream.urls import DEFAULT_NETWORK_POLICY, NetworkPolicy
 from tests.stream.clips import make_clip
 from tests.stream.live_helpers import assert_well_formed, collect, wait_for
 from tests.stream.live_peers import HlsProducer, MjpegServer, StaticHttpServer
-from tests.stream.servers import QuietServer, RangeFiles
+from tests.stream.servers import QuietServer, RangeFiles, in_thread
 
 LOOPBACK_ONE = NetworkPolicy(allowed_networks=["127.0.0.1/32"])
 
@@ -49,15 +48,8 @@ class _Recorder(RangeFiles):
 def recorder(root: Path) -> Iterator[tuple[str, list[tuple[str, dict[str, str]]]]]:
     log: list[tuple[str, dict[str, str]]] = []
     handler = type("Handler", (_Recorder,), {"log": log})
-    server = QuietServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with in_thread(QuietServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))) as base:
+        yield base, log
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ All are children of the test, stopped (or SIGKILLed) by PID. Chromium comes from
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +19,8 @@ from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from bench.browser import Chromium, fake_camera
 from bench.redis_server import RedisServer
-from tests.conftest import TESTDATA, free_port
-from tests.integration.procs import VIDMEM, Proc, distributed_env, run_cluster, stop_all, wait_healthy
+from tests.conftest import TESTDATA
+from tests.integration.procs import Proc, distributed_env, embedded_env, run_api, run_cluster
 from tests.stream.clips import make_clip
 from workers.tenants import ApiKeys
 
@@ -52,26 +51,12 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
     """``vidmem serve`` in embedded mode on a free port, tiny model, a short WebRTC watchdog."""
     logs = tmp_path_factory.mktemp("serve")
-    env = os.environ | {
-        "VIDMEM_MODEL": "tiny",
-        "VIDMEM_MODEL_CACHE": str(model_cache),
-        "VIDMEM_UPLOAD_DIR": str(logs / "uploads"),
-        "VIDMEM_BUDGET": "512",
-        "VIDMEM_FPS": "2",
-        "VIDMEM_FRAME_SIZE": "64",
-        "VIDMEM_MAX_NEW_TOKENS": "24",
-        "VIDMEM_WEBRTC_WATCHDOG_S": str(WATCHDOG_S),
-        "PYTHONUNBUFFERED": "1",
-    }
-    env.pop("VIDMEM_REDIS_URL", None)
-    port = free_port()
-    proc = Proc("serve", [*VIDMEM, "serve", "--port", str(port)], env, logs)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, proc)
+    env = embedded_env(
+        model_cache, logs / "uploads", budget=512, fps=2, frame_size=64, max_new_tokens=24,
+        webrtc_watchdog_s=WATCHDOG_S,
+    )  # fmt: skip
+    with run_api(env, logs) as (base, proc):
         yield Server(base, proc)
-    finally:
-        stop_all([proc])
 
 
 @pytest.fixture(scope="session")
