@@ -103,18 +103,20 @@ class LiveRecords:
 
     # ---- registry ----
 
-    def create(self, rec: StreamRecord, url: str | None, reservation: str | None = None) -> None:
+    def create(self, rec: StreamRecord, url: str | None, reservation: str | None = None) -> bool:
         """Register a live stream: its record, its URL (credentials included: never shown), and a place in
         the set the ingest processes read. ``url`` None (a WebRTC track): the process that holds the
         connection reads it, so no ingest process is told about it. ``reservation``: the quota place the
-        stream takes (``Records.create_stream``)."""
-        self.records.create_stream(rec, reservation)
+        stream takes (``Records.create_stream``); False, and nothing registered, when that place is gone."""
+        if not self.records.create_stream(rec, reservation):
+            return False
         with self.r.pipeline() as p:
             p.hset(self._hash(rec.stream_id), "frames_sampled", 0)
             if url is not None:
                 p.hset(self._hash(rec.stream_id), "url", url)
                 p.sadd(self._active(), rec.stream_id)
             p.execute()
+        return True
 
     def active(self) -> list[str]:
         return sorted(_s(x) for x in self.r.smembers(self._active()))

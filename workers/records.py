@@ -48,6 +48,23 @@ if ARGV[4] then redis.call('HSET', KEYS[1], 'error', ARGV[4]) end
 return 1
 """
 
+# Create a stream (KEYS: its hash, the registry, the tenant's registry, the tenant's running set). ARGV:
+# stream id, created_at, the quota place it takes ('' for none), now, 1 if its state is a running one,
+# then the hash's fields and values. A place that is gone (given back because its request was cancelled,
+# or expired) creates nothing and returns 0: the stream would run beyond the tenant's limit.
+_CREATE = """
+if ARGV[3] ~= '' then
+  local until_ = redis.call('ZSCORE', KEYS[4], ARGV[3])
+  if not until_ or tonumber(until_) < tonumber(ARGV[4]) then return 0 end
+  redis.call('ZREM', KEYS[4], ARGV[3])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+if ARGV[5] == '1' then redis.call('ZADD', KEYS[4], 'inf', ARGV[1]) end
+return 1
+"""
+
 
 class UnknownJob(KeyError):
     code = "unknown_job"
@@ -127,6 +144,7 @@ class Records:
         self.prefix = prefix
         self._raise_to = client.register_script(_RAISE_TO)
         self._set_state = client.register_script(_SET_STATE)
+        self._create = client.register_script(_CREATE)
 
     def _job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -153,20 +171,21 @@ class Records:
 
     # ---- streams ----
 
-    def create_stream(self, rec: StreamRecord, reservation: str | None = None) -> None:
+    def create_stream(self, rec: StreamRecord, reservation: str | None = None) -> bool:
         """Store a new stream. A running one takes its place among the tenant's running streams, in the
-        same transaction that drops ``reservation`` (the quota place taken for it, if any)."""
-        fields: dict[Any, Any] = {k: v for k, v in asdict(rec).items() if v is not None}
-        running = self.running_key(rec.tenant, quota_group(rec.kind))
-        with self.r.pipeline() as p:
-            p.hset(self._stream(rec.stream_id), mapping=fields)
-            p.zadd(self._streams(), {rec.stream_id: rec.created_at})
-            p.zadd(self._tenant_streams(rec.tenant), {rec.stream_id: rec.created_at})
-            if reservation is not None:
-                p.zrem(running, reservation)
-            if rec.state in LIVE_STATES:
-                p.zadd(running, {rec.stream_id: float("inf")})
-            p.execute()
+        same step that drops ``reservation`` (the quota place taken for it, if any). False, and nothing
+        stored, when that place is gone (given back or expired before the stream could take it)."""
+        fields: list[Any] = [x for k, v in asdict(rec).items() if v is not None for x in (k, v)]
+        keys = [self._stream(rec.stream_id), self._streams(), self._tenant_streams(rec.tenant),
+                self.running_key(rec.tenant, quota_group(rec.kind))]  # fmt: skip
+        args: list[Any] = [
+            rec.stream_id,
+            rec.created_at,
+            reservation or "",
+            time.time(),
+            int(rec.state in LIVE_STATES),
+        ]
+        return bool(self._create(keys=keys, args=[*args, *fields]))
 
     def stream(self, stream_id: str) -> StreamRecord:
         h = {_s(k): _s(v) for k, v in self.r.hgetall(self._stream(stream_id)).items()}

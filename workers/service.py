@@ -17,7 +17,7 @@ from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
-from workers.quotas import Reservation, check_ask_rate
+from workers.quotas import QuotaExceeded, Reservation, check_ask_rate
 from workers.records import (
     LIVE_KINDS,
     LIVE_STATES,
@@ -86,7 +86,7 @@ def submit_video(
     mode = mode or s.sample_mode
     stream_id, job_id = new_id(), new_id()
     shown = Path(src).name if local else redact(src)
-    rt.records.create_stream(
+    created = rt.records.create_stream(
         StreamRecord(
             stream_id=stream_id,
             kind="upload" if local else "url",
@@ -102,6 +102,8 @@ def submit_video(
         ),
         reservation=_member(reservation),
     )
+    if not created:
+        raise _place_gone(tenant)
     expected = None
     if info.duration_s and mode == "fps":
         expected = max(1, int(info.duration_s * fps))
@@ -155,7 +157,8 @@ def create_live_stream(
         created_at=time.time(),
         tenant=tenant,
     )
-    rt.live.create(rec, url, reservation=_member(reservation))
+    if not rt.live.create(rec, url, reservation=_member(reservation)):
+        raise _place_gone(tenant)
     return stream_id
 
 
@@ -183,12 +186,24 @@ def create_webrtc_stream(
         created_at=time.time(),
         tenant=tenant,
     )
-    rt.live.create(rec, None, reservation=_member(reservation))
+    if not rt.live.create(rec, None, reservation=_member(reservation)):
+        raise _place_gone(tenant)
     return stream_id
 
 
 def _member(reservation: Reservation | None) -> str | None:
     return None if reservation is None else reservation.member
+
+
+def _place_gone(tenant: str) -> QuotaExceeded:
+    """The request's quota place was given back (it was cancelled) or expired before its stream could take
+    it: creating the stream now could pass the tenant's limit."""
+    return QuotaExceeded(
+        "quota_exceeded",
+        f"the quota place of tenant {tenant!r} for this request was given up before its stream was created "
+        "(the request was cancelled, or outlived tenant_reservation_ttl_s); try again",
+        retry_after_s=1,
+    )
 
 
 def job_view(rt: Runtime, tenant: str, job_id: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 
+from stream.probe import VideoInfo
 from tests.conftest import RedisServer
 from vidmem.settings import Settings
 from workers import quotas, service
@@ -65,6 +66,26 @@ def test_a_place_becomes_the_stream(rt: Runtime) -> None:
     assert members == [sid]
     quotas.release(rt, held)  # after the swap: nothing
     assert places(rt, "acme", "live") == 1
+
+
+@pytest.mark.parametrize("kind", ["upload", "live", "webrtc"])
+def test_a_place_given_up_creates_no_stream(rt: Runtime, kind: str) -> None:
+    """A request cancelled while its check ran gives its place back; the check's thread then must not
+    create the stream anyway (it would run beyond the tenant's limit)."""
+    group = "jobs" if kind == "upload" else "live"
+    held = quotas.reserve(rt, "acme", kind)
+    quotas.release(rt, held)
+    with pytest.raises(QuotaExceeded) as info:
+        if kind == "upload":
+            video = VideoInfo(duration_s=None, fps=None, width=64, height=64, codec="h264", has_audio=False)
+            service.submit_video(rt, "acme", "/x.mp4", local=True, info=video, reservation=held)
+        elif kind == "live":
+            service.create_live_stream(rt, "acme", "rtsp://127.0.0.1:9/x", check=False, reservation=held)
+        else:
+            service.create_webrtc_stream(rt, "acme", reservation=held)
+    assert "given up" in str(info.value)
+    assert places(rt, "acme", group) == 0
+    assert rt.records.tenant_stream_ids("acme") == [] and rt.live.active() == []
 
 
 def test_running_set_follows_the_state(rt: Runtime) -> None:
