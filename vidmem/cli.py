@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -297,9 +297,17 @@ def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    """The installed package's version; "unknown" when run from a checkout that is not installed."""
+    try:
+        return version("vidmem")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="vidmem", description="Ask questions about everything a video stream showed.")
-    p.add_argument("--version", action="version", version=f"vidmem {version('vidmem')}")
+    p.add_argument("--version", action="version", version=f"vidmem {_version()}")
     _global_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
