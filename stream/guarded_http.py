@@ -204,9 +204,6 @@ class _Body:
             if self._size is not None and self._at >= self._size:
                 return b""
             data = self._resp.read1(size)
-            if not data and self._size is not None and self._reopen is not None:
-                self._reopen_at(self._at, limit)  # the server's range ended before the resource: the rest
-                data = self._resp.read1(size)
         except (OSError, http.client.HTTPException) as exc:
             raise UnreachableSource(f"reading {self._shown} failed ({why(exc)})") from None
         self._at += len(data)
@@ -221,19 +218,13 @@ class _Body:
                 self._at += len(data)
             if self._at == self._want:
                 return
-        assert self._size is not None  # seek() only moves a seekable body
+        assert self._reopen is not None and self._size is not None  # seek() only moves a seekable body
+        self.close()
         if self._want >= self._size:  # at or past the end: nothing to ask for
-            self.close()
             self._at = self._want
             return
-        self._reopen_at(self._want, limit)
-
-    def _reopen_at(self, offset: int, limit: Limit) -> None:
-        """Replace the current response with a range request from ``offset``."""
-        assert self._reopen is not None
-        self.close()
-        self._conn, self._resp = self._reopen(offset, limit)
-        self._at = offset
+        self._conn, self._resp = self._reopen(self._want, limit)
+        self._at = self._want
 
     def close(self) -> None:
         self._resp.close()
