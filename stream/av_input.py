@@ -9,9 +9,11 @@ time (to an address nobody checked) nor follow a redirect:
 
 - http(s): every request (the URL itself, range requests for seeking, an HLS playlist's segments) is
   made in Python by ``stream.guarded_http`` (PyAV's ``io_open``), which checks each host, connects to
-  a checked address and refuses redirects;
+  a checked address and refuses redirects, and holds every wait to the source's open and read timeouts
+  itself (FFmpeg's interrupt callback, which enforces PyAV's, is not consulted during Python reads);
 - rtsp(s): FFmpeg talks to a ``stream.rtsp_relay.RtspRelay`` on 127.0.0.1, connected to a checked
   address of the camera, which refuses the camera's redirects (ForbiddenUrl);
+- TLS (https, rtsps) follows the policy's one rule (``NetworkPolicy.verifies_tls``, ``stream.tls``);
 - any other scheme (rtmp) is refused under a policy: it could not be held to the checked address.
 
 Error messages name the source through ``redact`` and never include the FFmpeg exception text (which
@@ -42,7 +44,7 @@ from stream.errors import (
     UnreachableSource,
     UnsupportedCodec,
 )
-from stream.guarded_http import GuardedOpener
+from stream.guarded_http import GuardedOpener, Timeouts
 from stream.rtsp_relay import RtspRelay
 from stream.urls import (
     ALLOWED_SCHEMES,
@@ -155,26 +157,28 @@ def _sniff(path: str) -> str | None:
 def _open(source: Source, options: dict[str, str], stack: ExitStack) -> InputContainer:
     """``av.open`` the source. With a network policy, first check where its host resolves *now* (a name
     may have moved since the last open), then pin the open to the checked addresses: http(s) through a
-    GuardedOpener, rtsp(s) through an RtspRelay (entered on ``stack``, which the caller closes after the
-    container).
+    GuardedOpener (its waits held to the source's timeouts), rtsp(s) through an RtspRelay (entered on
+    ``stack``, which the caller closes after the container).
 
     Raises av.error.FFmpegError, or ForbiddenUrl (the policy refuses an address, the server redirects) /
-    UnreachableSource (the host does not resolve, no checked address accepts a connection)."""
+    UnreachableSource (the host does not resolve, no checked address accepts a connection, a timeout of
+    a guarded request)."""
     url, io_open, relay = source.url, None, None
-    if source.network_policy is not None:
-        addresses = check_network(source.url, source.network_policy)
+    open_s = source.open_timeout_s or source.timeout_s
+    policy = source.network_policy
+    if policy is not None:
+        addresses = check_network(source.url, policy)
         if source.url.startswith(RTSP_PREFIXES):
-            timeout_s = source.open_timeout_s or source.timeout_s
-            relay = stack.enter_context(RtspRelay(source.url, addresses, timeout_s, source.shown))
+            relay = stack.enter_context(RtspRelay(source.url, addresses, open_s, source.shown, policy))
             url = relay.url
         else:
-            io_open = GuardedOpener(source.url, source.network_policy, source.timeout_s)
+            io_open = GuardedOpener(source.url, policy, Timeouts(open_s, source.timeout_s))
     try:
-        return av.open(
+        container = av.open(
             url,
             "r",
             options=options,
-            timeout=(source.open_timeout_s or source.timeout_s, source.timeout_s),
+            timeout=(open_s, source.timeout_s),
             metadata_errors="replace",  # junk bytes in a title tag must not fail the open
             io_open=io_open,
         )
@@ -182,6 +186,9 @@ def _open(source: Source, options: dict[str, str], stack: ExitStack) -> InputCon
         if relay is not None and relay.refusal is not None:
             raise _refused(source, relay) from None
         raise
+    if io_open is not None:
+        io_open.timeouts.opened()
+    return container
 
 
 def _refused(source: Source, relay: RtspRelay) -> ForbiddenUrl:

@@ -8,10 +8,12 @@ does not talk to the camera at all: it opens ``rtsp://[user:pass@]127.0.0.1:<por
 
 - listens on 127.0.0.1 on an ephemeral port, for one connection (FFmpeg's; the listener then closes);
 - connects to the camera at one of the addresses the caller checked (``stream.urls.check_network``),
-  never looking the name up again, so the name cannot be re-pointed between check and connection;
+  never looking the name up again, so the name cannot be re-pointed between check and connection; all
+  addresses together get ``timeout_s``, TLS handshake included;
 - for ``rtsps`` speaks TLS to the camera (with the camera's name as SNI) while FFmpeg speaks plain RTSP to
-  the relay. Like FFmpeg's own ``tls_verify=0`` default, the camera's certificate is not verified
-  (cameras use self-signed ones): TLS protects against eavesdropping, not against an impostor;
+  the relay. The camera's certificate is verified by the policy's rule, the same as for https
+  (``NetworkPolicy.verifies_tls``, ``stream.tls``): by default a public address must show a valid one,
+  while a camera at an address the policy had to allow (a LAN camera, self-signed) is not verified;
 - passes bytes both ways unchanged, and reads the camera's side with ``stream.rtsp_replies.ReplyGuard``
   (RTSP messages and the ``$``-framed interleaved RTP/RTCP of ``rtsp_transport=tcp``, which the caller
   always forces, so there is no other connection): at a redirect it closes both connections before the
@@ -22,8 +24,8 @@ authentication is computed by FFmpeg over that URL, which the camera checks agai
 FFmpeg sends with it, so both are left as they are. Control URLs of the SDP (relative, or absolute under a
 Content-Base naming the camera) are only named in SETUP requests on the same connection.
 
-One thread with its own asyncio loop per relay; ``close()`` ends it. Knows nothing about FFmpeg's API,
-PyAV or the network policy; standard library only.
+One thread with its own asyncio loop per relay; ``close()`` ends it. Knows nothing about FFmpeg's API or
+PyAV, and of the network policy only its TLS rule; standard library only.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from urllib.parse import urlsplit
 
 from stream.errors import UnreachableSource, why
 from stream.rtsp_replies import Refused, ReplyGuard
+from stream.tls import client_context, tls_failure
+from stream.urls import DEFAULT_NETWORK_POLICY, NetworkPolicy
 
 DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322}
 """FFmpeg's default ports (RTSP_DEFAULT_PORT, RTSPS_DEFAULT_PORT)."""
@@ -51,18 +55,26 @@ class RtspRelay:
     """Relay for the checked RTSP(S) URL ``url`` to the first of ``addresses`` that accepts a connection.
 
     ``with RtspRelay(...) as relay``: connects to the camera (raises UnreachableSource when no address
-    accepts within ``timeout_s`` seconds each, TLS handshake included), then listens; FFmpeg opens
-    ``relay.url``. ``refusal`` is the Refused that closed the relay, if any. ``shown`` names the URL in
-    messages (credentials redacted by the caller).
+    accepts within ``timeout_s`` seconds for all of them, TLS handshake included, or the camera's
+    certificate is refused by ``policy.verifies_tls``), then listens; FFmpeg opens ``relay.url``.
+    ``refusal`` is the Refused that closed the relay, if any. ``shown`` names the URL in messages
+    (credentials redacted by the caller).
     """
 
-    def __init__(self, url: str, addresses: tuple[str, ...], timeout_s: float, shown: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        addresses: tuple[str, ...],
+        timeout_s: float,
+        shown: str,
+        policy: NetworkPolicy = DEFAULT_NETWORK_POLICY,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
             raise ValueError(f"not an rtsp or rtsps URL: {shown}")
         self.host, self.tls = parts.hostname, parts.scheme == "rtsps"
         self.port = parts.port or DEFAULT_PORTS[parts.scheme]
-        self.addresses, self.timeout_s, self.shown = addresses, timeout_s, shown
+        self.addresses, self.timeout_s, self.shown, self.policy = addresses, timeout_s, shown, policy
         userinfo = parts.netloc.rpartition("@")[0]
         self._login = f"{userinfo}@" if userinfo else ""
         self._rest = url[len(f"{parts.scheme}://{parts.netloc}") :]  # path, query, fragment as given
@@ -86,7 +98,7 @@ class RtspRelay:
         self._thread.start()
         try:
             future = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
-            self.listen_port = future.result(self.timeout_s * max(1, len(self.addresses)) + CLOSE_WAIT_S)
+            self.listen_port = future.result(self.timeout_s + CLOSE_WAIT_S)
         except BaseException:
             self.close()
             raise
@@ -117,22 +129,30 @@ class RtspRelay:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """A connection to the first checked address that accepts one (TLS for rtsps)."""
-        context: ssl.SSLContext | None = None
-        if self.tls:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE  # like FFmpeg's default tls_verify=0 (see the module doc)
+        """A connection to the first checked address that accepts one (TLS for rtsps, verified by the
+        policy's rule), all addresses together within ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         error = "no address"
         for address in self.addresses:
+            context = client_context(self.policy.verifies_tls(address)) if self.tls else None
+            left = deadline - loop.time()
+            if left <= 0:
+                error = f"no connection within {self.timeout_s:g} s"
+                break
             try:
                 return await asyncio.wait_for(
                     asyncio.open_connection(
                         address, self.port, ssl=context, server_hostname=self.host if context else None
                     ),
-                    self.timeout_s,
+                    left,
                 )
-            except (OSError, TimeoutError) as exc:
+            except ssl.SSLError as exc:
+                raise tls_failure(self.shown, exc, self.policy.tls_hint) from None
+            except TimeoutError:
+                error = f"no connection within {self.timeout_s:g} s"
+                break
+            except OSError as exc:
                 error = why(exc)
         raise UnreachableSource(f"{self.shown} could not be reached ({error})")
 

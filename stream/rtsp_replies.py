@@ -22,6 +22,11 @@ plain digits, or a body over ``MAX_BODY``. A message is refused when its status 
 status from 300 to 399 (``atoi`` of the word after ``RTSP/...``), or any of its lines is a
 ``Location:`` header (case-insensitive, as FFmpeg matches it). Legitimate cameras send none of these.
 
+The status word is read whole: FFmpeg 8.1 (the one PyAV bundles) copies each word of the first line
+with ``get_word`` into ``buf1[MAX_URL_SIZE]``, 4,096 bytes like the line buffer itself, so no word of a
+line FFmpeg keeps whole is cut (``RTSP/1.0 <1,100 zeros>302`` is a 302 to it). Older FFmpeg versions
+had a 1,024-byte ``buf1`` and cut such a word; reading it whole refuses what either would follow.
+
 Pure: knows nothing about sockets, threads or FFmpeg's API; standard library only.
 """
 
@@ -40,9 +45,6 @@ MIN_PACKET = 8
 
 _WORD_SPLIT = re.compile(rb"[ \t]+")
 """FFmpeg's ``get_word`` separators inside a line (SPACE_CHARS is " \\t\\r\\n"; \\r and \\n are gone)."""
-
-_WORD_MAX = 1023
-"""FFmpeg reads the status word into a 1,024-byte buffer."""
 
 _INT_BITS = 32
 
@@ -70,11 +72,13 @@ def c_atoi(word: bytes) -> int:
 
 def status_of(line: bytes) -> int | None:
     """The status FFmpeg reads from a message's first line (``ff_rtsp_read_reply``), or None when FFmpeg
-    reads the line as a request from the server (its first word does not start with ``RTSP/``)."""
-    words = _WORD_SPLIT.split(line.strip(b" \t"), 2)
-    if not words[0][:_WORD_MAX].startswith(b"RTSP/"):
+    reads the line as a request from the server (its first word does not start with ``RTSP/``). The line
+    is cut to the ``MAX_LINE`` bytes FFmpeg keeps (the guard refuses longer ones); its words are whole
+    (see the module doc)."""
+    words = _WORD_SPLIT.split(line[:MAX_LINE].strip(b" \t"), 2)
+    if not words[0].startswith(b"RTSP/"):
         return None
-    return c_atoi(words[1][:_WORD_MAX]) if len(words) > 1 else 0
+    return c_atoi(words[1]) if len(words) > 1 else 0
 
 
 class ReplyGuard:

@@ -30,6 +30,7 @@ import re
 import socket
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from stream.errors import ForbiddenUrl, UnreachableSource
@@ -129,6 +130,11 @@ NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")
 BLOCKED = "in a blocked network"
 """``NetworkPolicy.refusal``'s reason for an address in ``blocked_networks``."""
 
+TlsRule = Literal["public", "always", "never"]
+"""``NetworkPolicy.verify_tls``: which TLS certificates of a client's host must be valid."""
+
+TLS_RULES: tuple[TlsRule, ...] = ("public", "always", "never")
+
 
 def _as_networks(nets: Iterable[IPNetwork | str]) -> tuple[IPNetwork, ...]:
     if isinstance(nets, str):
@@ -146,6 +152,9 @@ class NetworkPolicy:
 
     hint:             a sentence appended to a refusal that ``allowed_networks`` could lift (not to one by
                       ``blocked_networks``): how the operator allows a network, e.g. the setting's name.
+    verify_tls:       whose TLS certificate (https, rtsps) must be valid for the URL's host, see
+                      ``verifies_tls``: "public" (default), "always" or "never".
+    tls_hint:         a sentence appended to a refused certificate: how the operator changes that rule.
 
     Both accept ``ipaddress`` networks or strings (``"10.1.0.0/16"``); a network with host bits set
     (``"10.1.0.1/16"``) is a ValueError.
@@ -154,10 +163,23 @@ class NetworkPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
     blocked_networks: tuple[IPNetwork, ...] = ()
     hint: str = ""
+    verify_tls: TlsRule = "public"
+    tls_hint: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed_networks", _as_networks(self.allowed_networks))
         object.__setattr__(self, "blocked_networks", _as_networks(self.blocked_networks))
+        if self.verify_tls not in TLS_RULES:
+            raise ValueError(f"verify_tls must be one of {', '.join(TLS_RULES)}, got {self.verify_tls!r}")
+
+    def verifies_tls(self, address: IPAddress | str) -> bool:
+        """Whether a TLS connection to the checked ``address`` must show a valid certificate for the URL's
+        host: "always", "never", or by default ("public") when the address is public, i.e. in none of
+        FORBIDDEN_NETWORKS (judged like ``refusal``, whatever the policy allows). An address the policy had
+        to allow (a LAN camera, usually with a self-signed certificate) is then encrypted, not verified."""
+        if self.verify_tls != "public":
+            return self.verify_tls == "always"
+        return DEFAULT_NETWORK_POLICY.refusal(address) is None
 
     def refusal(self, address: IPAddress | str) -> str | None:
         """Why ``address`` may not be reached ("loopback", "private", "in a blocked network"...), or None.

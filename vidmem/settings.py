@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         description="Networks a client's URL may never reach, even if allowed above, JSON: "
         '["203.0.113.0/24"].',
     )
+    url_verify_tls: Literal["public", "always", "never"] = Field(
+        "public",
+        description="Whose TLS certificate a client's https or rtsps URL must show valid: public (a public "
+        "address must; one the URL networks allow, such as a LAN camera with a self-signed certificate, "
+        "is encrypted but not verified), always, or never.",
+    )
     open_timeout_s: float = Field(15.0, gt=0, le=300, description="Timeout to open and read a URL source.")
 
     # --- live streams ---

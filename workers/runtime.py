@@ -23,6 +23,9 @@ from workers.records import Records
 URL_POLICY_HINT = "to allow a network, set VIDMEM_URL_ALLOWED_NETWORKS, e.g. '[\"192.168.1.0/24\"]'"
 """Appended to a URL's refusal by a forbidden network (``NetworkPolicy.hint``)."""
 
+URL_TLS_HINT = "certificates are checked by VIDMEM_URL_VERIFY_TLS (public, always or never)"
+"""Appended to a refused TLS certificate of a URL (``NetworkPolicy.tls_hint``)."""
+
 if TYPE_CHECKING:
     from model.llava_ov import LlavaOVBackend
 
@@ -100,12 +103,19 @@ class Runtime:
         """Where a client's URL (a video or a live stream) may lead: the allowed networks
         (``Settings.url_networks``: url_allowed_networks, else the mode's default) and url_blocked_networks
         over the built-in forbidden networks (``stream.urls.FORBIDDEN_NETWORKS``); a refusal names the
-        setting that lifts it. None (no network check, the scheme allow-list still holds) when
-        ``trusted_urls``: the user's own one-shot ``vidmem ask``, on the user's own machine."""
+        setting that lifts it. TLS certificates (https, rtsps) are checked by ``url_verify_tls``. None (no
+        network check, the scheme allow-list still holds) when ``trusted_urls``: the user's own one-shot
+        ``vidmem ask``, on the user's own machine."""
         if self.trusted_urls:
             return None
         s = self.settings
-        return NetworkPolicy(s.url_networks, tuple(s.url_blocked_networks), hint=URL_POLICY_HINT)
+        return NetworkPolicy(
+            s.url_networks,
+            tuple(s.url_blocked_networks),
+            hint=URL_POLICY_HINT,
+            verify_tls=s.url_verify_tls,
+            tls_hint=URL_TLS_HINT,
+        )
 
     def memory_config(self, budget: int) -> MemoryConfig:
         """The memory config of a new stream: geometry from the loaded backend, policy from settings."""

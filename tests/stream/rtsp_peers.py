@@ -1,11 +1,12 @@
 """Hostile and helper RTSP peers for the pinning tests, as threads of the test on loopback addresses.
 
 ``RedirectingRtsp``: an RTSP server that answers OPTIONS (or, with ``on="DESCRIBE"``, DESCRIBE after a 200
-to OPTIONS) with a redirect to ``target``, plain or over TLS (``certificate``), and records every request
-line. ``ElsewhereRtsp``: answers a whole session (OPTIONS, DESCRIBE with an SDP, SETUP, PLAY) but names
-another server in its ``Content-Base``. ``TlsFront``: a TLS-terminating front of a plain TCP server (an
-rtsps camera made of the real GStreamer one). ``self_signed(dir)``: a certificate and key made by the
-openssl CLI.
+to OPTIONS) with a redirect to ``target`` (its status zero-padded or without a Location, if asked),
+plain or over TLS (``certificate``), and records every request line. ``ElsewhereRtsp``: answers a whole
+session (OPTIONS, DESCRIBE with an SDP, SETUP, PLAY) but names another server in its ``Content-Base``.
+``TlsFront``: a TLS-terminating front of a plain TCP server (an rtsps camera made of the real GStreamer
+one). ``self_signed(dir)``: a certificate and key made by the openssl CLI. ``Listener``: the TCP (or TLS)
+listener they are made of, for other hostile peers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -36,7 +38,7 @@ def _server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
-class _Listener:
+class Listener:
     """A TCP listener on ``address`` served by ``handle(conn)`` in a thread per connection."""
 
     def __init__(self, address: str, certificate: tuple[Path, Path] | None = None) -> None:
@@ -46,7 +48,7 @@ class _Listener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> _Listener:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -93,9 +95,10 @@ def _requests(conn: socket.socket, seen: list[str]) -> Iterator[tuple[str, str]]
         yield lines[0], next((line for line in lines if line.lower().startswith("cseq:")), "CSeq: 1")
 
 
-class RedirectingRtsp(_Listener):
+class RedirectingRtsp(Listener):
     """Redirects (``status``, ``Location: target``) the first OPTIONS, or with ``on="DESCRIBE"`` the first
-    DESCRIBE after answering OPTIONS with 200; ``requests`` lists every request line it got."""
+    DESCRIBE after answering OPTIONS with 200; ``requests`` lists every request line it got. ``padding``:
+    zeros written before the status digits (``RTSP/1.0 000…0302``); ``location``: False sends none."""
 
     def __init__(
         self,
@@ -104,9 +107,12 @@ class RedirectingRtsp(_Listener):
         status: int = 302,
         on: str = "OPTIONS",
         certificate: tuple[Path, Path] | None = None,
+        padding: int = 0,
+        location: bool = True,
     ) -> None:
         super().__init__(address, certificate)
         self.target, self.status, self.on = target, status, on
+        self.padding, self.location = padding, location
         self.requests: list[str] = []
 
     @property
@@ -117,7 +123,8 @@ class RedirectingRtsp(_Listener):
     def handle(self, conn: socket.socket) -> None:
         for request, cseq in _requests(conn, self.requests):
             if request.startswith(self.on):
-                moved = f"RTSP/1.0 {self.status} Moved\r\n{cseq}\r\nLocation: {self.target}\r\n\r\n"
+                where = f"Location: {self.target}\r\n" if self.location else ""
+                moved = f"RTSP/1.0 {'0' * self.padding}{self.status} Moved\r\n{cseq}\r\n{where}\r\n"
                 conn.sendall(moved.encode())
                 return
             conn.sendall(f"RTSP/1.0 200 OK\r\n{cseq}\r\nPublic: OPTIONS, DESCRIBE, PLAY\r\n\r\n".encode())
@@ -129,7 +136,7 @@ SDP = (
 )
 
 
-class ElsewhereRtsp(_Listener):
+class ElsewhereRtsp(Listener):
     """Answers every request with 200 (DESCRIBE with ``SDP`` and ``Content-Base: base``, SETUP with TCP
     interleaved transport) and sends no media; ``requests`` lists the request lines, ``connections``
     counts the connections."""
@@ -156,7 +163,7 @@ class ElsewhereRtsp(_Listener):
             conn.sendall(f"RTSP/1.0 200 OK\r\n{cseq}\r\n{headers}\r\n{body}".encode())
 
 
-class TlsFront(_Listener):
+class TlsFront(Listener):
     """Terminates TLS on ``address`` and relays each connection to the plain TCP server ``backend``."""
 
     def __init__(self, address: str, backend: tuple[str, int], certificate: tuple[Path, Path]) -> None:

@@ -16,8 +16,11 @@ from pathlib import Path
 
 
 class RangeFiles(http.server.SimpleHTTPRequestHandler):
-    """Files of a directory, announcing ``Accept-Ranges: bytes`` and answering ``Range: bytes=A-[B]`` with
-    206 and that part of the file (what a seekable MP4 over HTTP needs)."""
+    """Files of a directory, announcing ``Accept-Ranges: bytes`` (unless ``announce_ranges`` is False) and
+    answering ``Range: bytes=A-[B]`` with 206 and that part of the file (what a seekable MP4 over HTTP
+    needs)."""
+
+    announce_ranges = True
 
     def send_head(self) -> io.BufferedIOBase | None:  # type: ignore[override]
         path = Path(self.translate_path(self.path))
@@ -36,7 +39,8 @@ class RangeFiles(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
         self.send_header("Content-Type", self.guess_type(str(path)))
         self.send_header("Content-Length", str(end + 1 - start))
-        self.send_header("Accept-Ranges", "bytes")
+        if self.announce_ranges:
+            self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         return io.BytesIO(data[start : end + 1])
 

@@ -13,16 +13,22 @@ import pytest
 
 from stream.av_input import open_video, resolve
 from stream.errors import ForbiddenUrl, UnreachableSource
-from stream.guarded_http import AVIO_FLAG_WRITE, GuardedOpener
+from stream.guarded_http import AVIO_FLAG_WRITE, GuardedOpener, Timeouts
 from stream.live import LiveSource
 from stream.live_types import LiveConfig
 from stream.urls import DEFAULT_NETWORK_POLICY, NetworkPolicy
 from tests.stream.clips import make_clip
+from tests.stream.http_peers import far_index, web_peer
 from tests.stream.live_helpers import assert_well_formed, collect, wait_for
 from tests.stream.live_peers import HlsProducer, MjpegServer, StaticHttpServer
 from tests.stream.servers import QuietServer, RangeFiles, in_thread
 
 LOOPBACK_ONE = NetworkPolicy(allowed_networks=["127.0.0.1/32"])
+
+
+def five_s() -> Timeouts:
+    """Fresh limits of 5 s (open and read) for one opener."""
+    return Timeouts(5.0, 5.0)
 
 
 class _Recorder(RangeFiles):
@@ -59,15 +65,16 @@ def site(tmp_path: Path) -> Iterator[tuple[str, list[tuple[str, dict[str, str]]]
         yield served
 
 
-def test_reads_a_body_with_auth_and_range(site: tuple[str, list[tuple[str, dict[str, str]]]]) -> None:
+def test_reads_a_body_asking_like_ffmpeg(site: tuple[str, list[tuple[str, dict[str, str]]]]) -> None:
+    """The whole resource is asked for as ``Range: bytes=0-``, credentials only once the server asks."""
     base, log = site
-    opener = GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, 5.0)
+    opener = GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, five_s())
     body = opener(f"http://user:p%40ss@{base.removeprefix('http://')}/a.bin", 1, {})
     data = b"".join(iter(lambda: body.read(100), b""))
     body.close()
     assert data == bytes(range(256)) * 4
     path, headers = log[-1]
-    assert path == "/a.bin" and headers["Authorization"] == "Basic dXNlcjpwQHNz"  # user:p@ss
+    assert path == "/a.bin" and "Authorization" not in headers and headers["Range"] == "bytes=0-"
     assert headers["Host"] == base.removeprefix("http://")
     segment = opener(f"{base}/a.bin", 1, {"offset": "10", "end_offset": "20"})
     assert log[-1][1]["Range"] == "bytes=10-19" and not segment.seekable()
@@ -79,7 +86,7 @@ def test_a_body_with_ranges_seeks_by_range_requests(tmp_path: Path) -> None:
     big = bytes(range(256)) * 4096  # 1 MiB
     (tmp_path / "big.bin").write_bytes(big)
     with recorder(tmp_path) as (base, log):
-        body = GuardedOpener(f"{base}/big.bin", LOOPBACK_ONE, 5.0)(f"{base}/big.bin", 1, {})
+        body = GuardedOpener(f"{base}/big.bin", LOOPBACK_ONE, five_s())(f"{base}/big.bin", 1, {})
         end = len(big)
         assert body.seekable() and body.seek(-24, 2) == end - 24 and body.tell() == end - 24
         assert len(log) == 1  # a seek alone asks for nothing (FFmpeg's size probe seeks to the end and back)
@@ -95,7 +102,7 @@ def test_a_body_with_ranges_seeks_by_range_requests(tmp_path: Path) -> None:
 def test_refusals_and_errors(site: tuple[str, list[tuple[str, dict[str, str]]]]) -> None:
     base, log = site
     with pytest.raises(ForbiddenUrl, match="is refused"):  # the policy: 127.0.0.1 is loopback
-        GuardedOpener(f"{base}/x.m3u8", DEFAULT_NETWORK_POLICY, 5.0)(f"{base}/a.bin", 1, {})
+        GuardedOpener(f"{base}/x.m3u8", DEFAULT_NETWORK_POLICY, five_s())(f"{base}/a.bin", 1, {})
     for url, flags in [
         (f"{base.replace('http:', 'https:')}/a.bin", 1),  # another scheme than the playlist's
         ("file:///etc/passwd", 1),
@@ -104,9 +111,9 @@ def test_refusals_and_errors(site: tuple[str, list[tuple[str, dict[str, str]]]])
         (f"{base}/moved", 1),  # redirects are not followed
     ]:
         with pytest.raises(ForbiddenUrl):
-            GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, 5.0)(url, flags, {})
+            GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, five_s())(url, flags, {})
     assert [p for p, _ in log] == ["/moved"]
-    opener = GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, 5.0)
+    opener = GuardedOpener(f"{base}/x.m3u8", LOOPBACK_ONE, five_s())
     with pytest.raises(UnreachableSource, match="HTTP 404"):
         opener(f"{base}/missing.ts", 1, {})
     # After a failure the container gets empty bodies, without requests: the error surfaces once.
@@ -118,7 +125,7 @@ def test_refusals_and_errors(site: tuple[str, list[tuple[str, dict[str, str]]]])
 def test_closed_port_is_unreachable(closed_port: int) -> None:
     url = f"http://127.0.0.1:{closed_port}/live.m3u8"
     with pytest.raises(UnreachableSource, match="could not be reached"):
-        GuardedOpener(url, LOOPBACK_ONE, 2.0)(url, 1, {})
+        GuardedOpener(url, LOOPBACK_ONE, Timeouts(2.0, 2.0))(url, 1, {})
 
 
 def test_an_mp4_with_its_index_at_the_end_is_read_through_the_guard(tmp_path: Path) -> None:
@@ -132,7 +139,23 @@ def test_an_mp4_with_its_index_at_the_end_is_read_through_the_guard(tmp_path: Pa
             frames = sum(1 for _ in container.decode(stream))
     assert frames == 40
     ranges = [headers.get("Range") for _, headers in log]
-    assert ranges[0] is None and len(ranges) >= 2 and all(r is not None for r in ranges[1:]), ranges
+    assert ranges[0] == "bytes=0-" and len(ranges) >= 2 and all(r is not None for r in ranges[1:]), ranges
+
+
+def test_an_mp4_on_a_server_that_does_not_announce_ranges_is_read_by_ranges(tmp_path: Path) -> None:
+    """Like FFmpeg: the first request asks ``Range: bytes=0-``, and a 206 with the size in its
+    ``Content-Range`` makes the body seekable, ``Accept-Ranges`` or not (the index at the end is reached)."""
+    far_index(make_clip(tmp_path / "late.mp4", seconds=4, fps=10, size=(160, 96), codec="libx264"))
+    with web_peer(tmp_path, accept_ranges=False) as peer:
+        body = GuardedOpener(peer.url("late.mp4"), LOOPBACK_ONE, five_s())(peer.url("late.mp4"), 1, {})
+        assert body.seekable()
+        body.close()
+        source = resolve(peer.url("late.mp4"), timeout_s=5.0, network_policy=LOOPBACK_ONE)
+        with open_video(source) as (container, stream):
+            frames = sum(1 for _ in container.decode(stream))
+    assert frames == 40
+    ranges = [span for _, span in peer.seen]
+    assert ranges[:2] == ["bytes=0-", "bytes=0-"] and len(ranges) >= 4 and None not in ranges, ranges
 
 
 @pytest.mark.integration

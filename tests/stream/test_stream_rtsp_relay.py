@@ -90,6 +90,29 @@ def test_a_redirect_is_refused_and_never_followed(
     assert rtsp_server.clients() == before, "the redirect's target got a connection"
 
 
+@pytest.mark.parametrize("location", [True, False], ids=["with-location", "without-location"])
+def test_a_zero_padded_redirect_is_refused(rtsp_server: RtspServer, location: bool) -> None:
+    """``RTSP/1.0 <1,100 zeros>302``: FFmpeg 8.1 reads the whole status word, so this is a redirect to it
+    (see the next test); without a Location only the status tells it apart."""
+    before = rtsp_server.clients()
+    hostile = RedirectingRtsp("127.0.0.2", rtsp_server.url, padding=1100, location=location)
+    with hostile, pytest.raises(ForbiddenUrl, match=r"redirects \(RTSP 302\).*not followed"):
+        _first_frame(hostile.url)
+    time.sleep(0.5)
+    assert rtsp_server.clients() == before, "the redirect's target got a connection"
+
+
+def test_ffmpeg_itself_follows_the_zero_padded_redirect(rtsp_server: RtspServer) -> None:
+    """Why the guard reads the word whole: FFmpeg, without the relay, follows it to the target."""
+    before = rtsp_server.clients()
+    with RedirectingRtsp("127.0.0.2", rtsp_server.url, padding=1100) as hostile:
+        source = resolve(hostile.url, allowed_schemes=("rtsp",), timeout_s=5.0)  # no policy: FFmpeg's own
+        with open_video(source) as (container, stream):
+            frame = next(container.decode(stream))
+    assert (frame.width, frame.height) == (160, 96)
+    assert rtsp_server.clients() > before
+
+
 def test_a_content_base_elsewhere_stays_on_the_relayed_connection(rtsp_server: RtspServer) -> None:
     """Requests name the relay until DESCRIBE's Content-Base names another server; SETUP and PLAY then
     name that server but travel on the same, relayed connection: the other server sees nothing."""

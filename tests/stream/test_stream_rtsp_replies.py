@@ -57,6 +57,9 @@ def test_a_camera_session_passes_in_any_chunking(split: int | None) -> None:
         b"\r\r\rRTSP/1.0 305 Use Proxy\n\n",
         b"RTSP/1.0 4294967598 x\r\n\r\n",  # (int) of 2^32 + 302 is 302
         b"RTSP/1.0 200 OK\r\nLoCaTiOn: rtsp://127.0.0.1/x\r\n\r\n",  # a Location in any message is refused
+        # FFmpeg 8.1 reads the status word whole (buf1[MAX_URL_SIZE]): zeros before 302 are still a 302
+        b"RTSP/1.0 " + b"0" * 1100 + b"302 Moved\r\nCSeq: 1\r\n\r\n",
+        b"RTSP/1.0 " + b"0" * 4000 + b"301\r\nLocation: rtsp://127.0.0.1/x\r\n\r\n",
         b"OPTIONS * RTSP/1.0\r\nLocation: rtsp://127.0.0.1/x\r\n\r\n",
     ],
 )
@@ -104,4 +107,7 @@ def test_status_words_are_read_like_ffmpeg() -> None:
     assert status_of(b"rtsp/1.0 302 Moved") is None  # strncmp is case-sensitive: a request to FFmpeg
     assert status_of(b"SET_PARAMETER rtsp://x RTSP/1.0") is None
     assert c_atoi(b"99999999999999999999") == -1  # strtol clamps to LONG_MAX, (int) keeps the low bits
+    assert status_of(b"RTSP/1.0 " + b"0" * 1100 + b"302 Moved") == 302  # the word is read whole
+    assert status_of(b"RTSP/1.0 " + b"0" * 4083 + b"302") == 302  # 4,095 bytes: the whole line FFmpeg keeps
+    assert status_of(b"RTSP/1.0 " + b"0" * 4084 + b"302") == 30  # its 4,096th byte is cut, like FFmpeg does
     assert c_atoi(b" -12x") == -12 and c_atoi(b"x") == 0

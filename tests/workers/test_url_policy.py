@@ -65,3 +65,12 @@ def test_a_refusal_names_the_setting_that_lifts_it() -> None:
 
 def test_the_one_shot_ask_has_no_network_policy() -> None:
     assert Runtime.create(Settings(redis_url=None), trusted_urls=True).url_policy() is None
+
+
+def test_the_tls_rule_comes_from_the_setting_and_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    p = Runtime.create(Settings(redis_url=None)).url_policy()
+    assert p is not None and p.verify_tls == "public" and "VIDMEM_URL_VERIFY_TLS" in p.tls_hint
+    assert p.verifies_tls("8.8.8.8") and not p.verifies_tls("192.168.1.64")
+    monkeypatch.setenv("VIDMEM_URL_VERIFY_TLS", "always")
+    p = Runtime.create(Settings(redis_url=None)).url_policy()
+    assert p is not None and p.verify_tls == "always" and p.verifies_tls("192.168.1.64")
