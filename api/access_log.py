@@ -3,7 +3,7 @@
 The line (logger ``vidmem.access``) carries ``method``, ``path``, ``status``, ``duration_ms``, ``client``,
 and ``tenant`` when the auth dependency set ``request.state.tenant``. The request id is the client's
 ``X-Request-ID`` when it is a short token, else a new one; it is sent back in ``X-Request-ID`` and is in
-the log context of everything the request logs (``vidmem.logs``). The query string is not logged (it can
+the log context of everything the request logs (``core.logs``). The query string is not logged (it can
 hold secrets). Duration runs until the last byte of the body is sent (an SSE answer: its whole length).
 """
 
@@ -16,7 +16,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vidmem.logs import log_context
+from core.logs import log_context
 
 log = logging.getLogger("vidmem.access")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.url_checks import UrlChecks
-from vidmem.settings import Settings
+from core.settings import Settings
 from workers.runtime import Runtime
 
 # async: FastAPI would run a plain function on the shared thread pool, which must never be needed just to

@@ -17,7 +17,7 @@ from api.routes import health, metrics, streams, videos, web, webrtc
 from api.rtc import Peers
 from api.security_headers import SecurityHeaders
 from api.url_checks import UrlChecks
-from vidmem.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for
 

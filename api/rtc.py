@@ -33,8 +33,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.quota import hold
 from api.sdp import Screened, SdpError, check_offer, screen_candidates, with_bitrate_hints
+from core.settings import Settings
 from stream.webrtc import TrackConfig, TrackSource
-from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor
 from workers.quotas import Reservation

@@ -24,8 +24,8 @@ import numpy as np
 from bench.common import emit, log, machine_info, table
 from bench.live_peers import RtspCamera, looping_clip
 from bench.redis_server import free_port
+from core.settings import Settings
 from model.slots import EncodedFrame
-from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime, runtime_for

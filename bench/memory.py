@@ -124,7 +124,7 @@ def _targets(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from vidmem.settings import Settings
+    from core.settings import Settings
     from workers.runtime import Runtime
 
     spec = SIZES[args.size]

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
+from core.logs import configure_logging
+from core.settings import Settings
 from stream.urls import redact
 from vidmem.console import Progress, ingest_progress, printable, say
-from vidmem.logs import configure_logging
-from vidmem.settings import Settings
 
 if TYPE_CHECKING:
     from workers.runtime import Runtime

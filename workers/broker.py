@@ -17,7 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from vidmem.settings import Settings
+from core.settings import Settings
 from workers.dispatch import QUEUES
 
 log = logging.getLogger(__name__)

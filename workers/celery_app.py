@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from vidmem.settings import Settings
+from core.settings import Settings
 from workers.dispatch import QUEUES
 
 BROKER_SOCKET_TIMEOUT_S = 1.0

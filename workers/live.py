@@ -29,11 +29,11 @@ import socket
 import threading
 import uuid
 
+from core.logs import in_log_context, log_context
 from stream.errors import SourceError
 from stream.frames import Frame
 from stream.live import LiveSource, is_hls_url
 from stream.live_types import FrameFeed, Gap, LiveConfig, LiveStats
-from vidmem.logs import in_log_context, log_context
 from workers import health, metrics
 from workers.lease import Lease, LeaseLost
 from workers.live_records import NotOwner

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from core.settings import Settings
 from model.answerer import AnswerConfig, Answerer, PromptConfig
 from model.llava_ov import LlavaOVBackend, LlavaOVConfig
 from model.memory import MemoryConfig
 from model.prompt import label_tokens
-from vidmem.settings import Settings
 
 
 def load_backend(settings: Settings) -> LlavaOVBackend:

@@ -18,10 +18,10 @@ import numpy as np
 import redis
 from PIL import Image
 
+from core.logs import bind_log_context, log_args
 from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
-from vidmem.logs import bind_log_context, log_args
 from workers import metrics
 from workers.answers import AnswerChannel
 from workers.dispatch import BrokerUnavailable

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fakeredis
 from redis import Redis
 
+from core.settings import Settings
 from model.memory import MemoryConfig, TokenMemory
 from stream.urls import NetworkPolicy
-from vidmem.settings import Settings
 from workers.frames import FrameStore
 from workers.live_records import LiveRecords
 from workers.records import Records

@@ -14,8 +14,8 @@ from celery import current_app, shared_task
 from celery.exceptions import Reject
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
-from vidmem.logs import configure_logging
-from vidmem.settings import get_settings
+from core.logs import configure_logging
+from core.settings import get_settings
 from workers import pipeline
 from workers.dispatch import CeleryDispatcher
 from workers.health import WorkerBeat

@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.settings import Settings
 from tests.stream.clips import make_clip
 from tests.stream.servers import HttpServer, serve_directory
-from vidmem.settings import Settings
 
 BUDGET = 512
 LOCAL_BASE = "http://127.0.0.1"

@@ -14,8 +14,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.settings import Settings
 from tests.conftest import RedisServer
-from vidmem.settings import Settings
 from workers import health
 
 

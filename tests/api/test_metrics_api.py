@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from core.logs import make_handler
 from tests.api.conftest import BUDGET, ApiClips, assert_error, make_settings, running_client, upload, wait_job
 from tests.prometheus import parse
-from vidmem.logs import make_handler
 
 TOKEN = "scrape-me-0123456789"
 

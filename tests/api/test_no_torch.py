@@ -18,7 +18,7 @@ def test_api_process_serves_without_importing_torch(redis_server: RedisServer, t
         import sys
         from fastapi.testclient import TestClient
         from api.main import create_app
-        from vidmem.settings import Settings
+        from core.settings import Settings
 
         app = create_app(Settings(redis_url={redis_server.url!r}, upload_dir={str(tmp_path)!r}))
         c = TestClient(app)

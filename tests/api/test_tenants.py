@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from api.main import create_app
+from core.settings import Settings
 from tests import tenancy
 from tests.api.conftest import ApiClips, assert_error, make_settings, upload, wait_job
 from vidmem.cli import main as cli_main
-from vidmem.settings import Settings
 from workers.dispatch import InProcessDispatcher
 from workers.runtime import Runtime
 from workers.tenants import ApiKeys

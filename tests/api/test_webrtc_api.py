@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.settings import Settings
 from tests.api.conftest import BUDGET, LOCAL_BASE, Response, assert_error, make_settings
 from tests.rtc_peers import (
     BrowserPeer,
@@ -34,7 +35,6 @@ from tests.rtc_peers import (
 )
 from tests.stream.clips import make_clip
 from tests.stream.live_helpers import wait_until
-from vidmem.settings import Settings
 
 WATCHDOG_S = 2.0
 ICE_TIMEOUT_S = 6.0

@@ -216,7 +216,7 @@ def test_ask_shows_each_stage_with_honest_counts(tmp_path: Path) -> None:
 def test_the_model_check_of_serve_does_not_import_torch(tmp_path: Path) -> None:
     """`vidmem serve` is an API process: it checks the model name without torch or transformers."""
     code = (
-        "import sys; from vidmem.cli import _model_ok; from vidmem.settings import Settings\n"
+        "import sys; from vidmem.cli import _model_ok; from core.settings import Settings\n"
         "assert _model_ok(Settings(model='tiny')) and not _model_ok(Settings(model='acme/nothing'))\n"
         "assert not {'torch', 'transformers'} & set(sys.modules), 'the model check imported torch'\n"
     )

@@ -1,4 +1,4 @@
-"""vidmem.logs: JSON lines with the ids of the work being done, set by context or from task arguments, and
+"""core.logs: JSON lines with the ids of the work being done, set by context or from task arguments, and
 never leaking from one task to the next in a reused pool thread."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from vidmem.logs import (
+from core.logs import (
     bind_log_context,
     configure_logging,
     current_context,

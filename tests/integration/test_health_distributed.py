@@ -14,9 +14,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.settings import Settings
 from tests.conftest import RedisServer
 from tests.integration.procs import VIDMEM, Proc, distributed_env
-from vidmem.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 import redis
 
+from core.settings import Settings
 from tests.conftest import TESTDATA, RedisServer
 from tests.integration.procs import Proc, distributed_env, run_cluster
 from tests.reliability.conftest import api_client, assert_exactly_once, memory_seqs, upload, wait_job
 from tests.reliability.figures import TestFigures
 from tests.stream.clips import make_clip
-from vidmem.settings import Settings
 from workers.celery_app import make_celery
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]

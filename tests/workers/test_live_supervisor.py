@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import redis
 
+from core.settings import Settings
 from stream.feed import QueuedFeed
 from stream.frames import Frame
-from vidmem.settings import Settings
 from workers import service
 from workers.live import LiveSupervisor, SourceClock
 from workers.runtime import Runtime

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import redis
 
+from core.settings import Settings
 from model.memory import MemoryConfig
 from model.slots import EncodedFrame
 from stream.feed import QueuedFeed
 from stream.frames import Frame
 from tests.prometheus import parse
-from vidmem.settings import Settings
 from workers import health, metrics, service
 from workers.broker import quick_redis
 from workers.live import LiveSupervisor

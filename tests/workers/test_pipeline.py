@@ -9,8 +9,8 @@ from typing import Any
 import fakeredis
 import pytest
 
+from core.settings import Settings
 from tests.stream.clips import make_clip
-from vidmem.settings import Settings
 from workers import pipeline, service
 from workers.lease import Lease
 from workers.runtime import Runtime

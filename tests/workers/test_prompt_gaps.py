@@ -7,8 +7,8 @@ import time
 
 import redis
 
+from core.settings import Settings
 from stream.live_types import Gap
-from vidmem.settings import Settings
 from workers.pipeline import prompt_gaps
 from workers.records import StreamRecord
 from workers.runtime import Runtime

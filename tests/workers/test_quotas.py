@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
+from core.settings import Settings
 from stream.probe import VideoInfo
 from tests.conftest import RedisServer
-from vidmem.settings import Settings
 from workers import quotas, service
 from workers.quotas import QuotaExceeded, Reservation
 from workers.records import StreamRecord, new_id

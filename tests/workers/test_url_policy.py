@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.settings import Settings
 from stream.errors import ForbiddenUrl
 from stream.urls import check_network
-from vidmem.settings import Settings
 from workers.runtime import Runtime
 
 PRIVATE = ["192.168.1.64", "10.1.2.3", "172.16.0.9", "fd00::1"]

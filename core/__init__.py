@@ -1,0 +1,3 @@
+"""The ground floor: typed settings, log configuration, the base error and Redis value helpers.
+
+Imports nothing of vidmem's; every other package may import it."""
