@@ -18,7 +18,8 @@ from fastapi import Request
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.errors import STATUS, ApiError
+from api.errors import ApiError
+from core.errors import STATUS
 from workers.answers import AnswerEvent, AnswerReader, AnswerTimeout
 
 POLL_S = 0.05

@@ -14,54 +14,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorDetail, ErrorPublic
-from model.memory import UnknownStream
-from stream.errors import SourceError
-from workers.answers import AnswerTimeout
-from workers.dispatch import BrokerUnavailable
-from workers.health import NoWorker
-from workers.quotas import QuotaExceeded
-from workers.records import UnknownJob, UnknownStreamRecord
-from workers.service import ServiceError
-
-STATUS = {
-    "unknown_job": 404,
-    "unknown_stream": 404,
-    "unknown_slot": 404,
-    "not_found": 404,
-    "forbidden_url": 400,
-    "bad_request": 400,
-    "unreachable_source": 422,
-    "corrupt_video": 422,
-    "not_a_video": 415,
-    "no_video_stream": 415,
-    "unsupported_media_type": 415,
-    "payload_too_large": 413,
-    "empty_memory": 409,
-    "empty_window": 409,
-    "bad_time_window": 422,
-    "validation_error": 422,
-    "answer_timeout": 504,
-    "bad_sdp": 400,
-    "no_video": 422,
-    "unsupported_codec": 422,
-    "too_many_peers": 429,
-    "broker_unavailable": 503,
-    "no_worker": 503,
-    "too_many_checks": 429,
-    "store_unavailable": 503,
-    "unauthorized": 401,
-    "quota_exceeded": 429,
-    "rate_limited": 429,
-}
+from core.errors import STATUS, VidmemError
 
 
-class ApiError(Exception):
+class ApiError(VidmemError):
+    """A refusal of the HTTP layer itself (authentication, a body's form), with extra headers if any."""
+
     def __init__(
         self, code: str, message: str, status: int | None = None, headers: Mapping[str, str] | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.status = status or STATUS.get(code, 400)
+        super().__init__(message, code=code, status=status)
         self.headers = headers
 
 
@@ -115,41 +77,20 @@ def install(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
 
-    @app.exception_handler(ApiError)
-    async def _api(_: Request, e: ApiError) -> JSONResponse:
-        headers = dict(e.headers or {})
+    @app.exception_handler(VidmemError)
+    async def _refused(_: Request, e: VidmemError) -> JSONResponse:
+        headers = dict(getattr(e, "headers", None) or {})
+        if e.retry_after_s is not None:
+            headers["Retry-After"] = str(e.retry_after_s)
         if e.status == 401:
             headers["WWW-Authenticate"] = "Bearer"
         return error_response(e.code, str(e), e.status, headers=headers)
 
-    @app.exception_handler(BrokerUnavailable)
-    @app.exception_handler(NoWorker)
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
-    async def _unavailable(_: Request, e: Exception) -> JSONResponse:
-        # A backend is down (the task queue, the Redis store, every worker of a queue): try again later.
-        if isinstance(e, BrokerUnavailable | NoWorker):
-            return error_response(e.code, str(e), 503, headers={"Retry-After": str(e.retry_after_s)})
+    async def _store_down(_: Request, e: Exception) -> JSONResponse:
         msg = "the data store (Redis) is unreachable; try again later"
         return error_response("store_unavailable", msg, 503, headers={"Retry-After": "5"})
-
-    @app.exception_handler(QuotaExceeded)
-    async def _quota(_: Request, e: QuotaExceeded) -> JSONResponse:
-        return error_response(e.code, str(e), 429, headers={"Retry-After": str(e.retry_after_s)})
-
-    @app.exception_handler(ServiceError)
-    @app.exception_handler(SourceError)
-    @app.exception_handler(AnswerTimeout)
-    async def _domain(_: Request, e: Exception) -> JSONResponse:
-        code = getattr(e, "code", "bad_request")
-        return error_response(code, str(e), STATUS.get(code, 400))
-
-    @app.exception_handler(UnknownJob)
-    @app.exception_handler(UnknownStream)
-    @app.exception_handler(UnknownStreamRecord)
-    async def _unknown(_: Request, e: KeyError) -> JSONResponse:
-        code = getattr(e, "code", "not_found")
-        return error_response(code, str(e), 404)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

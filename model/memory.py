@@ -39,6 +39,7 @@ from typing import Any, Literal, cast
 import numpy as np
 import redis
 
+from core.errors import VidmemError
 from model.compressor import BudgetError, fits, layout_cost, max_slots, merge_tokens, plan_sides, pool
 from model.merge import get_policy
 from model.slots import EncodedFrame, Slot
@@ -64,7 +65,7 @@ def _grid(raw: bytes | None, side: int, dim: int, dtype: str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype).reshape(side, side, dim)
 
 
-class UnknownStream(KeyError):
+class UnknownStream(VidmemError, KeyError):
     """No memory exists for this stream id."""
 
     code = "unknown_stream"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from core.errors import VidmemError
 
-class SourceError(Exception):
+
+class SourceError(VidmemError):
     """Base class: the input could not be read as video."""
 
     code = "source_error"

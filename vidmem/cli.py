@@ -170,7 +170,7 @@ def _answer(args: argparse.Namespace, rt: Runtime, stream_id: str, max_new_token
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.celery_app import make_celery
-    from workers.dispatch import QUEUES
+    from workers.queues import QUEUES
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     bad = [q for q in queues if q not in QUEUES]

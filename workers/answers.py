@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from core.errors import VidmemError
 from workers import metrics
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class AnswerEvent:
     data: dict[str, Any]
 
 
-class AnswerTimeout(TimeoutError):
+class AnswerTimeout(VidmemError, TimeoutError):
     code = "answer_timeout"
 
 

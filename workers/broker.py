@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.settings import Settings
-from workers.dispatch import QUEUES
+from workers.queues import QUEUES
 
 log = logging.getLogger(__name__)
 

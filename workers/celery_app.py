@@ -9,7 +9,7 @@ from celery import Celery
 from kombu import Queue
 
 from core.settings import Settings
-from workers.dispatch import QUEUES
+from workers.queues import QUEUES
 
 BROKER_SOCKET_TIMEOUT_S = 1.0
 """Connect and reply timeouts of the Redis broker's sockets. Without them a publish to a broker that

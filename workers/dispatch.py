@@ -12,11 +12,10 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from workers.queues import QUEUES, BrokerUnavailable
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
-
-QUEUES = ("ingest", "encode", "answer")
 
 
 class InProcessDispatcher:
@@ -42,13 +41,6 @@ class InProcessDispatcher:
 def _log_failure(fut: Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("in-process task failed", exc_info=fut.exception())
-
-
-class BrokerUnavailable(Exception):
-    """The task queue (Celery broker) could not take a task: the API answers 503 with ``Retry-After``."""
-
-    code = "broker_unavailable"
-    retry_after_s = 5
 
 
 PUBLISH_FAST: dict[str, float] = {"max_retries": 0}

@@ -21,8 +21,10 @@ from typing import Any
 
 import redis
 
+from core.errors import VidmemError
 from workers.broker import TIMEOUT_S, broker_ok, quick_redis
-from workers.dispatch import QUEUES, InProcessDispatcher
+from workers.dispatch import InProcessDispatcher
+from workers.queues import QUEUES
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def worker_counts(rt: Runtime, client: redis.Redis | None = None) -> dict[str, i
     return counts
 
 
-class NoWorker(Exception):
+class NoWorker(VidmemError):
     """No live worker consumes a queue: work sent there would wait for nobody (the API answers 503)."""
 
     code = "no_worker"

@@ -24,8 +24,8 @@ from stream.errors import SourceError
 from stream.frames import Frame
 from workers import metrics
 from workers.answers import AnswerChannel
-from workers.dispatch import BrokerUnavailable
 from workers.lease import Lease, LeaseLost
+from workers.queues import BrokerUnavailable
 from workers.records import LIVE_KINDS, UnknownStreamRecord
 from workers.runtime import Runtime
 

@@ -36,6 +36,7 @@ import uuid
 from dataclasses import dataclass
 from typing import cast
 
+from core.errors import VidmemError
 from workers.records import quota_group
 from workers.runtime import Runtime
 
@@ -65,13 +66,11 @@ return -1
 """
 
 
-class QuotaExceeded(Exception):
+class QuotaExceeded(VidmemError):
     """A tenant is over one of its limits (``code``: quota_exceeded, rate_limited)."""
 
     def __init__(self, code: str, message: str, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry_after_s = retry_after_s
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
 
 
 @dataclass(frozen=True, slots=True)

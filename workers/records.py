@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import redis
 
+from core.errors import VidmemError
+
 JobState = Literal["queued", "running", "done", "failed"]
 StreamState = Literal["connecting", "live", "reconnecting", "stopped", "done"]
 
@@ -66,14 +68,14 @@ return 1
 """
 
 
-class UnknownJob(KeyError):
+class UnknownJob(VidmemError, KeyError):
     code = "unknown_job"
 
     def __str__(self) -> str:
         return f"unknown job {self.args[0]!r}"
 
 
-class UnknownStreamRecord(KeyError):
+class UnknownStreamRecord(VidmemError, KeyError):
     code = "unknown_stream"
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from core.errors import VidmemError
 from stream.file_source import VideoInfo, probe, sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
@@ -33,12 +34,11 @@ GAPS_SHOWN = 100
 """Gaps a stream view lists (the newest); ``gaps_total`` counts them all."""
 
 
-class ServiceError(Exception):
-    """A request the service refuses; ``code`` maps to an HTTP status in the API."""
+class ServiceError(VidmemError):
+    """A request the service refuses, by ``code`` (its status: ``core.errors.STATUS``)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def check_video(rt: Runtime, src: str, *, local: bool) -> VideoInfo:

@@ -18,11 +18,13 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.errors import VidmemError
+
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-class BadWindow(ValueError):
+class BadWindow(VidmemError, ValueError):
     code = "bad_time_window"
 
 
