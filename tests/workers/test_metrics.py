@@ -14,7 +14,7 @@ import redis
 from prometheus_client.metrics_core import GaugeMetricFamily
 
 from core.settings import Settings
-from model.memory import MemoryConfig
+from model.memory import Footprint, MemoryConfig
 from model.slots import EncodedFrame
 from stream.feed import QueuedFeed
 from stream.frames import Frame
@@ -166,6 +166,10 @@ def test_stream_tokens_and_bytes_match_the_memory(fake_redis: redis.Redis) -> No
     assert u.memory_bytes == tok + thumbs
     assert u.frames_waiting == 3
     assert metrics_collect.stream_usage(rt, ["gone"]) == []  # a stream deleted while listed is left out
+    # what the collection reads through the stores, for a stream without a memory or frames in flight
+    other = service.create_webrtc_stream(rt, "acme")
+    assert rt.memory.footprints([sid, other])[other] == Footprint(tokens=0, memory_bytes=0)
+    assert rt.frames.waiting([sid, other]) == {sid: 3, other: 0}
 
 
 def test_render_lists_the_newest_streams_up_to_the_cap(fake_redis: redis.Redis) -> None:
