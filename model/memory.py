@@ -514,6 +514,42 @@ class TokenMemory:
         hashes = out[2 * len(ids) :]
         return int(sum(sizes)) + sum(len(k) + len(v) for h in hashes for k, v in h.items())
 
+    def footprints(self, stream_ids: Sequence[str]) -> dict[str, Footprint]:
+        """What each stream's memory costs (a stream without one: nothing). Two pipelined round trips,
+        whatever the number of streams: the meta and slot hashes, then the thumbnails' STRLEN."""
+        with self.r.pipeline(transaction=False) as p:
+            for sid in stream_ids:
+                p.hgetall(self.key(sid, "meta"))
+                p.hgetall(self.key(sid, "slots"))
+            got = p.execute()
+        metas = [_decode(meta) for meta in got[0::2]]
+        slots = [[SlotInfo.from_json(int(k), v) for k, v in raw.items()] for raw in got[1::2]]
+        with self.r.pipeline(transaction=False) as p:
+            for sid, infos in zip(stream_ids, slots, strict=True):
+                for s in infos:
+                    p.strlen(self.key(sid, f"thumb:{s.slot_id}"))
+            thumbs = iter(p.execute())
+        out = {}
+        for sid, meta, infos in zip(stream_ids, metas, slots, strict=True):
+            dim, dtype = meta.get("dim"), meta.get("dtype")
+            width = int(dim) * np.dtype(dtype).itemsize if dim is not None and dtype is not None else 0
+            grids = sum(s.side * s.side for s in infos) * width
+            out[sid] = Footprint(
+                tokens=layout_cost([s.side for s in infos], [s.text for s in infos]),
+                memory_bytes=grids + sum(int(next(thumbs) or 0) for _ in infos),
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What a stream's memory costs: the prompt tokens it holds (``layout_cost``, as answers count
+    them), and the bytes its token grids (from the slots' sides, D and dtype) and thumbnails take in
+    Redis (frames waiting for an encoder not included)."""
+
+    tokens: int
+    memory_bytes: int
+
 
 def _decode(meta: dict[Any, Any]) -> dict[str, str]:
     return {

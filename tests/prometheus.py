@@ -1,21 +1,21 @@
-"""A strict reader of Prometheus' text exposition format (0.0.4), for the metrics tests.
+"""The metrics tests' reading of an exposition, through ``prometheus_client.parser``.
 
-Every line must be ``# HELP``, ``# TYPE`` or a sample of a family whose TYPE came first; label values are
-unescaped; histograms must have cumulative buckets ending in ``le="+Inf"`` equal to ``_count``.
+``parse`` keys the families by the names a scrape shows (a counter by its ``_total`` name), and checks
+what the library's lax parser lets through: every sample belongs to a family whose TYPE came first (the
+parser makes an untyped family of any other), no series twice, and histograms with cumulative buckets
+ending in ``le="+Inf"`` equal to ``_count``.
 """
 
 from __future__ import annotations
 
 import math
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-_HELP = re.compile(rf"# HELP ({NAME}) (.*)")
-_TYPE = re.compile(rf"# TYPE ({NAME}) (counter|gauge|histogram|summary|untyped)")
-_SAMPLE = re.compile(rf"({NAME})(?:\{{(.*)\}})? (\S+)")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
-_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import CollectorRegistry
 
 Labels = frozenset[tuple[str, str]]
 
@@ -34,47 +34,34 @@ class Family:
         return {lab: v for (n, lab), v in self.samples.items() if n == self.name + suffix}
 
 
-def _labels(text: str) -> Labels:
-    out, pos = [], 0
-    while pos < len(text):
-        m = _LABEL.match(text, pos)
-        assert m, f"bad labels: {text!r}"
-        value = re.sub(r"\\(.)", lambda g: "\n" if g.group(1) == "n" else g.group(1), m.group(2))
-        out.append((m.group(1), value))
-        pos = m.end()
-    names = [k for k, _ in out]
-    assert len(names) == len(set(names)), f"repeated label in {text!r}"
-    return frozenset(out)
-
-
-def _family_of(name: str, families: dict[str, Family]) -> Family:
-    for f in families.values():
-        if name in (f.name + s for s in _SUFFIXES.get(f.type, ("",))):
-            return f
-    raise AssertionError(f"sample {name} before its TYPE line")
-
-
-def parse(text: str) -> dict[str, Family]:
+def parse(exposition: str | bytes) -> dict[str, Family]:
+    text = exposition.decode() if isinstance(exposition, bytes) else exposition
     assert text.endswith("\n"), "the exposition must end with a newline"
     families: dict[str, Family] = {}
-    helps: dict[str, str] = {}
-    for line in text.splitlines():
-        if m := _HELP.fullmatch(line):
-            helps[m.group(1)] = m.group(2)
-        elif m := _TYPE.fullmatch(line):
-            assert m.group(1) not in families, f"TYPE of {m.group(1)} twice"
-            families[m.group(1)] = Family(m.group(1), m.group(2), helps.get(m.group(1), ""))
-        elif m := _SAMPLE.fullmatch(line):
-            fam = _family_of(m.group(1), families)
-            key = (m.group(1), _labels(m.group(2) or ""))
-            assert key not in fam.samples, f"sample twice: {line}"
-            fam.samples[key] = float(m.group(3))  # also +Inf, NaN
-        else:
-            raise AssertionError(f"not a line of the text format: {line!r}")
-    for f in families.values():
-        if f.type == "histogram":
-            _check_histogram(f)
+    for m in text_string_to_metric_families(text):
+        assert m.type != "unknown", f"samples of no declared family: {m.samples}"
+        name = m.name + "_total" if m.type == "counter" else m.name
+        assert name not in families, f"TYPE of {name} twice"
+        fam = families[name] = Family(name, m.type, m.documentation)
+        for s in m.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in fam.samples, f"sample twice: {s}"
+            fam.samples[key] = s.value
+        if fam.type == "histogram":
+            _check_histogram(fam)
     return families
+
+
+def expose(families: Iterable[Metric]) -> str:
+    """``families`` written as a scrape writes them (a fresh registry, ``generate_latest``)."""
+
+    class _Given:
+        def collect(self) -> Iterable[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Given())
+    return generate_latest(registry).decode()
 
 
 def _check_histogram(f: Family) -> None:

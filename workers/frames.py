@@ -13,6 +13,7 @@ from typing import cast
 import numpy as np
 import redis
 
+from core.redis_values import text
 from stream.frames import Frame
 
 _LEN = struct.Struct("<I")
@@ -79,6 +80,17 @@ class FrameStore:
             k.decode() if isinstance(k, bytes) else str(k)
             for k in self.r.zrange(self.inflight_key(stream_id), 0, -1)
         ]
+
+    def waiting(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Per stream, the frames handed over and not yet appended (in its in-flight chunks, some of which
+        may have expired). One pipelined round trip, whatever the number of streams."""
+        with self.r.pipeline(transaction=False) as p:
+            for sid in stream_ids:
+                p.zrange(self.inflight_key(sid), 0, -1)
+            got = p.execute()
+        return {
+            sid: sum(len(self.seqs(text(k))) for k in keys) for sid, keys in zip(stream_ids, got, strict=True)
+        }
 
     def delete(self, key: str) -> None:
         with self.r.pipeline() as p:

@@ -1,4 +1,4 @@
-"""GET /metrics: the whole cluster's metrics in Prometheus' text format (``workers.metrics.render``).
+"""GET /metrics: the whole cluster's metrics in Prometheus' text format (``workers.metrics_collect.render``).
 
 With ``metrics_token`` set, the scraper must send ``Authorization: Bearer <token>`` (tenant API keys do
 not open it: metrics show every tenant's streams). Without it, in distributed mode, per-stream series
@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.deps import RuntimeDep
 from api.errors import error_response
-from workers.metrics import CONTENT_TYPE, render
+from workers.metrics_collect import CONTENT_TYPE, render
 
 router = APIRouter()
 

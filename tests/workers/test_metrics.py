@@ -1,6 +1,6 @@
-"""Metrics recorded into Redis (fakeredis) and rendered in Prometheus' text format: counters, cumulative
-histograms, label escaping, recording that never raises, per-stream tokens and bytes, live readers'
-counters, and worker heartbeats."""
+"""Metrics recorded into Redis (fakeredis) and collected in Prometheus' text format: counters, cumulative
+histograms, label escaping, recording that does not raise when Redis is down, per-stream tokens and bytes,
+live readers' counters, and worker heartbeats."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from prometheus_client.metrics_core import GaugeMetricFamily
 
 from core.settings import Settings
-from model.memory import MemoryConfig
+from model.memory import Footprint, MemoryConfig
 from model.slots import EncodedFrame
 from stream.feed import QueuedFeed
 from stream.frames import Frame
-from tests.prometheus import parse
-from workers import health, metrics, service
+from tests.prometheus import expose, parse
+from workers import health, metrics, metrics_collect, service
 from workers.broker import quick_redis
 from workers.live import LiveSupervisor
 from workers.runtime import Runtime
@@ -26,11 +27,7 @@ from workers.tenants import LOCAL_TENANT
 
 
 def _exposed(client: redis.Redis) -> dict[str, Any]:
-    with client.pipeline() as p:
-        for m in metrics.RECORDED:
-            p.hgetall(m.key)
-        raw = dict(zip(metrics.RECORDED, p.execute(), strict=True))
-    return parse(metrics.exposition(metrics.recorded_families(raw)))
+    return parse(expose(metrics_collect.recorded(client)))
 
 
 def test_counters_add_up_per_label_set(fake_redis: redis.Redis) -> None:
@@ -72,9 +69,20 @@ def test_one_event_is_one_round_trip(fake_redis: redis.Redis) -> None:
 
 def test_label_values_are_escaped_and_read_back() -> None:
     odd = 'a "quoted"\\ name\nnext'
-    text = metrics.exposition([metrics.gauge("vidmem_x", "A gauge.", [({"name": odd}, 2.5)])])
+    gauge = GaugeMetricFamily("vidmem_x", "A gauge.", labels=["name"])
+    gauge.add_metric([odd], 2.5)
+    text = expose([gauge])
     assert text.splitlines()[-1] == 'vidmem_x{name="a \\"quoted\\"\\\\ name\\nnext"} 2.5'
     assert parse(text)["vidmem_x"].value(name=odd) == 2.5
+
+
+def test_recorded_label_values_are_read_back(fake_redis: redis.Redis) -> None:
+    odd = 'a "quoted"\\ name\nnext, with="signs"|1'
+    metrics.record(fake_redis, metrics.inc(metrics.ANSWERS, result=odd))
+    metrics.record(fake_redis, metrics.observe(metrics.ENCODE_SECONDS, 0.3))
+    fams = _exposed(fake_redis)
+    assert fams["vidmem_answers_total"].value(result=odd) == 1
+    assert fams["vidmem_encode_batch_seconds"].value("_bucket", le="0.5") == 1
 
 
 def test_a_counter_is_not_observed_nor_a_histogram_counted() -> None:
@@ -84,7 +92,16 @@ def test_a_counter_is_not_observed_nor_a_histogram_counted() -> None:
         metrics.inc(metrics.ENCODE_SECONDS)
 
 
-def test_recording_never_raises_when_redis_is_down(
+def test_an_event_carries_its_metrics_labels() -> None:
+    with pytest.raises(ValueError, match="takes the labels"):
+        metrics.inc(metrics.FRAMES_ENCODED, 1)
+    with pytest.raises(ValueError, match="takes the labels"):
+        metrics.inc(metrics.FRAMES_SKIPPED, 1, kind="live")
+    with pytest.raises(ValueError, match="takes the labels"):
+        metrics.observe(metrics.ENCODE_SECONDS, 0.1, kind="live")
+
+
+def test_recording_does_not_raise_when_redis_is_down(
     closed_port: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     down = quick_redis(f"redis://127.0.0.1:{closed_port}", 0.2)
@@ -93,6 +110,15 @@ def test_recording_never_raises_when_redis_is_down(
         metrics.record(down, metrics.inc(metrics.FRAMES_SAMPLED, 4, kind="live"))
     assert time.monotonic() - t0 < 2
     assert "metrics not recorded (vidmem_frames_sampled_total)" in caplog.text
+
+
+def test_recording_lets_a_bug_surface(fake_redis: redis.Redis) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug, not Redis")
+
+    fake_redis.pipeline = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="a bug"):
+        metrics.record(fake_redis, metrics.inc(metrics.FRAMES_SAMPLED, 4, kind="live"))
 
 
 def test_live_counters_and_how_a_feed_ended() -> None:
@@ -131,7 +157,7 @@ def test_stream_tokens_and_bytes_match_the_memory(fake_redis: redis.Redis) -> No
     rt.memory.append(sid, frames)
     rt.frames.put(sid, [Frame(seq=10 + i, pts=0.0, image=np.zeros((2, 2, 3), np.uint8)) for i in range(3)])
 
-    [u] = metrics.stream_usage(rt, [sid])
+    [u] = metrics_collect.stream_usage(rt, [sid])
     state = rt.memory.state(sid)
     assert (u.stream_id, u.tenant, u.kind) == (sid, "acme", "webrtc")
     assert u.tokens == state.tokens_used > 0
@@ -139,7 +165,11 @@ def test_stream_tokens_and_bytes_match_the_memory(fake_redis: redis.Redis) -> No
     thumbs = sum(fake_redis.strlen(rt.memory.key(sid, f"thumb:{s.slot_id}")) for s in state.slots)
     assert u.memory_bytes == tok + thumbs
     assert u.frames_waiting == 3
-    assert metrics.stream_usage(rt, ["gone"]) == []  # a stream deleted while listed is left out
+    assert metrics_collect.stream_usage(rt, ["gone"]) == []  # a stream deleted while listed is left out
+    # what the collection reads through the stores, for a stream without a memory or frames in flight
+    other = service.create_webrtc_stream(rt, "acme")
+    assert rt.memory.footprints([sid, other])[other] == Footprint(tokens=0, memory_bytes=0)
+    assert rt.frames.waiting([sid, other]) == {sid: 3, other: 0}
 
 
 def test_render_lists_the_newest_streams_up_to_the_cap(fake_redis: redis.Redis) -> None:
@@ -147,7 +177,7 @@ def test_render_lists_the_newest_streams_up_to_the_cap(fake_redis: redis.Redis) 
     sids = [service.create_webrtc_stream(rt, LOCAL_TENANT) for _ in range(3)]
     for i, sid in enumerate(sids):  # distinct creation times: the zset orders by them
         fake_redis.zadd("vm:streams", {sid: 1000.0 + i})
-    fams = parse(metrics.render(rt))
+    fams = parse(metrics_collect.render(rt))
     assert fams["vidmem_redis_up"].value() == 1
     assert fams["vidmem_streams"].value() == 3
     listed = {dict(lab)["stream_id"] for lab in fams["vidmem_stream_tokens"].series()}
@@ -158,9 +188,41 @@ def test_render_lists_the_newest_streams_up_to_the_cap(fake_redis: redis.Redis) 
     assert fams["vidmem_broker_up"].value() == 1
 
 
+def test_stream_series_are_summed_by_kind_unless_streams_may_be_named(fake_redis: redis.Redis) -> None:
+    named = _runtime(fake_redis)  # embedded: one local tenant, per-stream series by default
+    sids = [service.create_webrtc_stream(named, tenant) for tenant in ("acme", "globex")]
+    cfg = MemoryConfig(budget=64, s_max=4, dim=8, text_tokens=2, dtype="float16")
+    for i, sid in enumerate(sids):
+        named.memory.create(sid, cfg)
+        tokens = np.ones((4, 4, 8), np.float32)
+        named.memory.append(sid, [EncodedFrame(seq=j, t=float(j), tokens=tokens, thumb=b"j", text_tokens=2)
+                                  for j in range(i + 1)])  # fmt: skip
+    per_stream = parse(metrics_collect.render(named))
+    unnamed = Runtime.create(named.settings.model_copy(update={"metrics_per_stream": False}), fake_redis)
+    summed_text = metrics_collect.render(unnamed)
+    summed = parse(summed_text)
+    for name in ("vidmem_stream_tokens", "vidmem_stream_memory_bytes", "vidmem_stream_frames_waiting"):
+        series = per_stream[name].series()
+        assert {dict(lab)["stream_id"] for lab in series} == set(sids)
+        assert {dict(lab)["tenant"] for lab in series} == {"acme", "globex"}
+        assert summed[name].series() == {frozenset({("kind", "webrtc")}): sum(series.values())}
+        assert summed[name].help.endswith("summed by kind (metrics_per_stream is off).")
+    assert per_stream["vidmem_stream_tokens"].value(stream_id=sids[1], tenant="globex", kind="webrtc") > 0
+    assert not any(x in summed_text.decode() for x in (*sids, "acme", "globex"))
+
+
+def test_the_exposition_keeps_the_counters_total_names(fake_redis: redis.Redis) -> None:
+    metrics.record(fake_redis, metrics.inc(metrics.ANSWERS, result="ok"))
+    text = metrics_collect.render(_runtime(fake_redis)).decode()
+    assert "# TYPE vidmem_answers_total counter\n" in text
+    assert 'vidmem_answers_total{result="ok"} 1.0\n' in text
+    assert "_created" not in text  # recorded counters have no creation time
+    assert text.startswith("# HELP vidmem_info ")  # a fresh registry: nothing of this process' own
+
+
 def test_render_says_when_redis_is_down(closed_port: int) -> None:
     rt = Runtime.create(Settings(redis_url=None), client=quick_redis(f"redis://127.0.0.1:{closed_port}", 0.2))
-    fams = parse(metrics.render(rt))
+    fams = parse(metrics_collect.render(rt))
     assert fams["vidmem_redis_up"].value() == 0
     assert set(fams) == {"vidmem_info", "vidmem_redis_up"}
 
