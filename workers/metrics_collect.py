@@ -32,9 +32,9 @@ from prometheus_client.utils import floatToGoString
 
 from core.redis_values import text
 from workers.broker import queue_lengths as broker_queue_lengths
-from workers.queues import QUEUES
 from workers.health import worker_counts
 from workers.metrics import RECORDED, Metric
+from workers.queues import QUEUES
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
