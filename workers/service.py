@@ -19,16 +19,9 @@ from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
 from workers.quotas import QuotaExceeded, Reservation, check_ask_rate
-from workers.records import (
-    LIVE_KINDS,
-    LIVE_STATES,
-    STREAM_STATE_OF_JOB,
-    StreamRecord,
-    UnknownJob,
-    UnknownStreamRecord,
-    new_id,
-)
+from workers.records import LIVE_KINDS, StreamRecord, UnknownJob, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
+from workers.stream_state import public_state
 
 GAPS_SHOWN = 100
 """Gaps a stream view lists (the newest); ``gaps_total`` counts them all."""
@@ -248,24 +241,23 @@ def stream_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
 
 
 def _job_state_view(rt: Runtime, rec: StreamRecord, job_id: str) -> dict[str, Any]:
-    """An upload's or URL's stream follows its job (``STREAM_STATE_OF_JOB``), read here in one place, so
-    the two views never disagree, even between the job's and the stream's writes. A stream stopped by
-    DELETE stays stopped. Once the job record has expired, the stream's own (final) state stands."""
+    """An upload's or URL's stream follows its job (``stream_state.public_state``). Once the job record
+    has expired, the stream's own (final) state stands."""
     try:
         job = rt.records.job(job_id)
     except UnknownJob:
         return {}
-    state = rec.state if rec.state == "stopped" else STREAM_STATE_OF_JOB[job.state]
+    state = public_state(rec, None, time.time(), rt.settings.live_lease_s, job=job.state).state
     return {"state": state, "job_state": job.state, "last_error": job.error or rec.error}
 
 
 def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
-    """A live stream's counters, gaps and reader. A camera whose reader stopped beating (every ingest
-    process is down) is shown as reconnecting, with the reason; a WebRTC stream whose API process is gone
-    (nobody else can hold its connection) as stopped."""
+    """A live stream's counters, gaps, reader and public state (``stream_state.public_state``: a stream
+    whose reader stopped beating shows no reader, and why)."""
     st = rt.live.status(rec.stream_id)
-    gaps = rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
+    shown = public_state(rec, st, time.time(), rt.settings.live_lease_s)
     out: dict[str, Any] = {
+        "state": shown.state,
         "frames_sampled": st.frames_sampled,
         "frames_dropped": st.frames_dropped,
         "frames_skipped": st.frames_skipped,
@@ -279,23 +271,16 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
                 "duration_s": round(g.end_wall - g.start_wall, 3),
                 "reason": g.reason,
             }
-            for g in gaps
+            for g in rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
         ],
         "last_frame_time": st.last_frame_wall,
-        "disconnected_since": st.disconnected_since,
+        "disconnected_since": shown.disconnected_since,
         "last_error": st.last_error or rec.error,  # a source's last error, else why the stream stopped
         "reader": st.owner,
         "resolution": st.resolution,
     }
-    stale = rec.state in LIVE_STATES and st.reader_gone(rec.created_at, rt.settings.live_lease_s, time.time())
-    if stale and rec.kind == "webrtc":
-        out.update(state="stopped", reader=None, last_error="the API process holding the connection is gone")
-    elif stale:
-        out.update(
-            state="reconnecting" if st.frames_sampled else "connecting",
-            reader=None,
-            last_error="no ingest process is reading this stream (start `vidmem ingest`)",
-        )
+    if shown.reader_gone:
+        out.update(reader=None, last_error=shown.reason)
     return out
 
 
