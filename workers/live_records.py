@@ -137,8 +137,7 @@ class LiveRecords:
         key = self.frames.key(sid, lo, hi)
         last = frames[-1]
         ok = self._dispatch(
-            keys=[self.lease_key(sid), key, self.frames.inflight_key(sid),
-                  self.records.stream_key(sid)],
+            keys=[self.lease_key(sid), key, self.frames.inflight_key(sid), self.records.stream_key(sid)],
             args=[token, pack_frames(frames), self.frames.ttl_s, lo, hi + 1, repr(last.pts),
                   repr(last.wall_time or time.time())],
         )  # fmt: skip

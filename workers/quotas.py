@@ -128,19 +128,14 @@ def _try(rt: Runtime, held: Reservation, limit: int, uncounted: tuple[str, ...])
 def _readers_gone(rt: Runtime, key: str) -> tuple[str, ...]:
     """The WebRTC streams of a running set that are over by their public state (their API process
     stopped beating), although their record still says running."""
-    sids = [text(x) for x in rt.redis.zrangebyscore(key, "+inf", "+inf")]
-    with rt.redis.pipeline(transaction=False) as p:
-        for sid in sids:
-            p.hget(rt.records.stream_key(sid), "kind")
-        kinds = p.execute()
     now, lease_s = time.time(), rt.settings.live_lease_s
     gone = []
-    for sid, kind in zip(sids, kinds, strict=True):
-        if kind is None or text(kind) != "webrtc":  # only a browser's reader lives in an API process
-            continue
+    for sid in (text(x) for x in rt.redis.zrangebyscore(key, "+inf", "+inf")):
         try:
             rec = rt.records.stream(sid)
         except UnknownStreamRecord:  # deleted since: its place went with it
+            continue
+        if rec.kind != "webrtc":  # only a browser's reader lives in an API process
             continue
         if public_state(rec, rt.live.status(sid), now, lease_s).state not in LIVE_STATES:
             gone.append(sid)
