@@ -14,10 +14,12 @@ from typing import Any
 
 from core.errors import VidmemError
 from stream.file_source import VideoInfo, probe, sample_frames
+from stream.live_check import check_live
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
+from workers.live import live_config
 from workers.quotas import QuotaExceeded, Reservation, check_ask_rate
 from workers.records import LIVE_KINDS, StreamRecord, UnknownJob, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
@@ -74,32 +76,16 @@ def submit_video(
     The stream takes the quota place of ``reservation`` (``workers.quotas``; None: unchecked, the
     command line's own user). If the task cannot be queued (the broker is down: BrokerUnavailable), the
     stream and the job are removed again, so that nothing looks queued forever, and the error is raised."""
-    s = rt.settings
-    fps = fps or s.fps
-    mode = mode or s.sample_mode
-    stream_id, job_id = new_id(), new_id()
+    job_id = new_id()
     shown = Path(src).name if local else redact(src)
-    created = rt.records.create_stream(
-        StreamRecord(
-            stream_id=stream_id,
-            kind="upload" if local else "url",
-            name=name or shown,
-            source=shown,
-            state="connecting",
-            fps=fps,
-            budget=budget or s.budget,
-            sample_mode=mode,
-            created_at=time.time(),
-            tenant=tenant,
-            job_id=job_id,
-        ),
-        reservation=_member(reservation),
-    )
-    if not created:
+    rec = _new_record(rt, tenant, "upload" if local else "url", name or shown, shown, fps, budget,
+                      mode=mode or rt.settings.sample_mode, job_id=job_id)  # fmt: skip
+    stream_id = rec.stream_id
+    if not rt.records.create_stream(rec, reservation=_member(reservation)):
         raise _place_gone(tenant)
     expected = None
-    if info.duration_s and mode == "fps":
-        expected = max(1, int(info.duration_s * fps))
+    if info.duration_s and rec.sample_mode == "fps":
+        expected = max(1, int(info.duration_s * rec.fps))
     rt.records.create_job(job_id, stream_id, src, expected, tenant=tenant)
     try:
         rt.submit("ingest", job_id)
@@ -127,32 +113,17 @@ def create_live_stream(
     address is refused now (SourceError) rather than retried forever. The stream takes the quota place
     of ``reservation`` (None: unchecked).
     """
-    from stream.live_check import check_live
-    from workers.live import live_config
-
     fps = fps or rt.settings.fps
     config = live_config(rt, fps)
     if check:
         check_live(url, config)
     else:
         check_source(url, config.allowed_schemes, network_policy=config.network_policy)
-    stream_id = new_id()
     shown = redact(url)
-    rec = StreamRecord(
-        stream_id=stream_id,
-        kind="live",
-        name=name or shown,
-        source=shown,
-        state="connecting",
-        fps=fps,
-        budget=budget or rt.settings.budget,
-        sample_mode="fps",
-        created_at=time.time(),
-        tenant=tenant,
-    )
+    rec = _new_record(rt, tenant, "live", name or shown, shown, fps, budget)
     if not rt.live.create(rec, url, reservation=_member(reservation)):
         raise _place_gone(tenant)
-    return stream_id
+    return rec.stream_id
 
 
 def create_webrtc_stream(
@@ -166,22 +137,30 @@ def create_webrtc_stream(
 ) -> str:
     """Register a stream of kind "webrtc": the API process that holds the connection reads its track.
     It takes the quota place of ``reservation`` (None: unchecked)."""
-    stream_id = new_id()
-    rec = StreamRecord(
-        stream_id=stream_id,
-        kind="webrtc",
-        name=name or "browser",
-        source="webrtc",
+    rec = _new_record(rt, tenant, "webrtc", name or "browser", "webrtc", fps, budget)
+    if not rt.live.create(rec, None, reservation=_member(reservation)):
+        raise _place_gone(tenant)
+    return rec.stream_id
+
+
+def _new_record(
+    rt: Runtime, tenant: str, kind: str, name: str, source: str, fps: float | None, budget: int | None,
+    mode: str = "fps", job_id: str | None = None,
+) -> StreamRecord:  # fmt: skip
+    """A new stream's record, "connecting", with the server's fps and budget where the request gave none."""
+    return StreamRecord(
+        stream_id=new_id(),
+        kind=kind,
+        name=name,
+        source=source,
         state="connecting",
         fps=fps or rt.settings.fps,
         budget=budget or rt.settings.budget,
-        sample_mode="fps",
+        sample_mode=mode,
         created_at=time.time(),
         tenant=tenant,
+        job_id=job_id,
     )
-    if not rt.live.create(rec, None, reservation=_member(reservation)):
-        raise _place_gone(tenant)
-    return stream_id
 
 
 def _member(reservation: Reservation | None) -> str | None:
