@@ -13,7 +13,7 @@ from typing import cast
 import numpy as np
 import redis
 
-from core.redis_values import text
+from core.redis_values import PREFIX, text
 from stream.frames import Frame
 
 _LEN = struct.Struct("<I")
@@ -38,10 +38,11 @@ def unpack_frames(raw: bytes) -> list[Frame]:
 
 
 class FrameStore:
-    """Chunks of frames under ``vm:{sid}:frames:<lo>-<hi>``, each also listed (scored by ``lo``) in the
-    stream's in-flight set until an encoder has appended it, so that a new owner can re-send them."""
+    """Chunks of frames under ``vm:{sid}:frames:<lo>-<hi>`` (prefix ``core.redis_values.PREFIX``), each
+    also listed (scored by ``lo``) in the stream's in-flight set until an encoder has appended it, so that
+    a new owner can re-send them."""
 
-    def __init__(self, client: redis.Redis, ttl_s: int, prefix: str = "vm") -> None:
+    def __init__(self, client: redis.Redis, ttl_s: int, prefix: str = PREFIX) -> None:
         self.r = client
         self.ttl_s = ttl_s
         self.prefix = prefix
@@ -76,10 +77,7 @@ class FrameStore:
 
     def inflight(self, stream_id: str) -> list[str]:
         """Keys of chunks not yet appended (oldest first); some may have expired."""
-        return [
-            k.decode() if isinstance(k, bytes) else str(k)
-            for k in self.r.zrange(self.inflight_key(stream_id), 0, -1)
-        ]
+        return [text(k) for k in self.r.zrange(self.inflight_key(stream_id), 0, -1)]
 
     def waiting(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Per stream, the frames handed over and not yet appended (in its in-flight chunks, some of which

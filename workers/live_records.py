@@ -1,11 +1,14 @@
 """What Redis holds about live streams, besides the stream record: the URL, counters, gaps, and the
 fenced hand-over of sampled frames to the encoders.
 
-Keys (``vm`` prefix):
+Keys (prefix ``core.redis_values.PREFIX``, "vm"):
   vm:live                  set of live streams still to be read (a stopped stream leaves it)
-  vm:stream:<sid>          the stream record (``records.Records``), plus the live fields below
   vm:{<sid>}:gaps          list of JSON ``[start_wall, end_wall, reason]``, oldest first, the newest kept
   vm:{<sid>}:lease         the ingest process reading the stream (a ``lease.Lease`` token)
+
+The live fields (the URL, the hand-over's position, the counters, the last report) live in the stream's
+hash, which ``records.Records`` owns: they are declared in ``records.LIVE_FIELDS`` and read and written
+through it (the hand-over script gets the hash's key from ``Records.stream_key``).
 
 Exactly-once reading: frames reach the encoders only through ``dispatch``, one Lua script that checks the
 caller still holds the stream's lease *and* that the chunk starts at the stream's ``frames_sampled``,
@@ -21,10 +24,10 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
+from core.redis_values import PREFIX, text
 from stream.frames import Frame
 from stream.live_types import Gap
 from workers.frames import FrameStore, pack_frames
@@ -67,30 +70,20 @@ class LiveStatus:
     resolution: str | None = None
     """"WxH" of the last frame as the source sent it (before resizing for the encoder)."""
 
-    def reader_gone(self, created_at: float, lease_s: float, now: float) -> bool:
-        """No reader has beaten for two leases (none ever: none since the stream was created)."""
-        beat = self.heartbeat_at if self.heartbeat_at is not None else created_at
-        return now - beat > 2 * lease_s
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 def _f(h: dict[str, str], k: str) -> float | None:
     return float(h[k]) if h.get(k) else None
 
 
 class LiveRecords:
-    def __init__(self, client: redis.Redis, records: Records, frames: FrameStore, prefix: str = "vm") -> None:
+    def __init__(
+        self, client: redis.Redis, records: Records, frames: FrameStore, prefix: str = PREFIX
+    ) -> None:
         self.r = client
         self.records = records
         self.frames = frames
         self.prefix = prefix
         self._dispatch = client.register_script(_DISPATCH)
-
-    def _hash(self, sid: str) -> str:
-        return f"{self.prefix}:stream:{sid}"
 
     def _gaps(self, sid: str) -> str:
         return f"{self.prefix}:{{{sid}}}:gaps"
@@ -108,28 +101,25 @@ class LiveRecords:
         the set the ingest processes read. ``url`` None (a WebRTC track): the process that holds the
         connection reads it, so no ingest process is told about it. ``reservation``: the quota place the
         stream takes (``Records.create_stream``); False, and nothing registered, when that place is gone."""
-        if not self.records.create_stream(rec, reservation):
+        extra = {"frames_sampled": 0} | ({} if url is None else {"url": url})
+        if not self.records.create_stream(rec, reservation, extra=extra):
             return False
-        with self.r.pipeline() as p:
-            p.hset(self._hash(rec.stream_id), "frames_sampled", 0)
-            if url is not None:
-                p.hset(self._hash(rec.stream_id), "url", url)
-                p.sadd(self._active(), rec.stream_id)
-            p.execute()
+        if url is not None:
+            self.r.sadd(self._active(), rec.stream_id)
         return True
 
     def active(self) -> list[str]:
-        return sorted(_s(x) for x in self.r.smembers(self._active()))
+        return sorted(text(x) for x in self.r.smembers(self._active()))
 
     def retire(self, sid: str) -> None:
         """The stream is stopped or deleted: no reader picks it up again."""
         self.r.srem(self._active(), sid)
 
     def url(self, sid: str) -> str:
-        raw = self.r.hget(self._hash(sid), "url")
-        if raw is None:
+        url = self.records.live_field(sid, "url")
+        if url is None:
             raise KeyError(sid)
-        return _s(raw)
+        return url
 
     def delete(self, sid: str) -> None:
         self.retire(sid)
@@ -147,7 +137,7 @@ class LiveRecords:
         key = self.frames.key(sid, lo, hi)
         last = frames[-1]
         ok = self._dispatch(
-            keys=[self.lease_key(sid), key, self.frames.inflight_key(sid), self._hash(sid)],
+            keys=[self.lease_key(sid), key, self.frames.inflight_key(sid), self.records.stream_key(sid)],
             args=[token, pack_frames(frames), self.frames.ttl_s, lo, hi + 1, repr(last.pts),
                   repr(last.wall_time or time.time())],
         )  # fmt: skip
@@ -168,29 +158,25 @@ class LiveRecords:
         resolution: tuple[int, int] | None = None,
     ) -> None:
         """A reader's heartbeat: counter increments since its last report, and its connection state."""
-        h = self._hash(sid)
+        if unknown := sorted(set(increments) - set(_COUNTERS)):
+            raise ValueError(f"unknown counter {unknown[0]!r}")
+        values = {"owner": owner, "heartbeat_at": repr(time.time())}
+        if disconnected_since is not None:
+            values["disconnected_since"] = repr(disconnected_since)
+        if last_error is not None:
+            values["last_error"] = last_error
+        if resolution is not None:
+            values["resolution"] = f"{resolution[0]}x{resolution[1]}"
+        unset = ["disconnected_since"] if disconnected_since is None else []
         with self.r.pipeline() as p:
-            for k, v in increments.items():
-                if k not in _COUNTERS:
-                    raise ValueError(f"unknown counter {k!r}")
-                if v:
-                    p.hincrby(h, k, v)
-            p.hset(h, mapping={"owner": owner, "heartbeat_at": repr(time.time())})
-            if disconnected_since is None:
-                p.hdel(h, "disconnected_since")
-            else:
-                p.hset(h, "disconnected_since", repr(disconnected_since))
-            if last_error is not None:
-                p.hset(h, "last_error", last_error)
-            if resolution is not None:
-                p.hset(h, "resolution", f"{resolution[0]}x{resolution[1]}")
+            self.records.write_live(p, sid, values=values, increments=increments, unset=unset)
             p.execute()
 
     def add_gap(self, sid: str, gap: Gap, keep: int) -> None:
         with self.r.pipeline() as p:
             p.rpush(self._gaps(sid), json.dumps([gap.start_wall, gap.end_wall, gap.reason]))
             p.ltrim(self._gaps(sid), -keep, -1)
-            p.hincrby(self._hash(sid), "gaps_total", 1)
+            self.records.write_live(p, sid, increments={"gaps_total": 1})
             p.execute()
 
     # ---- readers of the state ----
@@ -201,7 +187,7 @@ class LiveRecords:
         return [Gap(start_wall=a, end_wall=b, reason=c) for a, b, c in (json.loads(x) for x in raw)]
 
     def status(self, sid: str) -> LiveStatus:
-        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._hash(sid)).items()}
+        h = self.records.live_fields(sid)
         return LiveStatus(
             frames_sampled=int(h.get("frames_sampled", 0)),
             frames_dropped=int(h.get("frames_dropped", 0)),

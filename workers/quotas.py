@@ -21,8 +21,12 @@ Each tenant has one sorted set per quota group ("jobs": uploads and URLs; "live"
 
 A browser's stream whose API process stopped beating still has a running state in its record (nobody
 else can end it), but it no longer counts, as before: when a reservation finds the tenant at its limit,
-the live streams whose ``LiveStatus.reader_gone`` (the one staleness rule) are left out of the count and
-it is tried once more. Counting them only at the limit keeps the common case one script call.
+the browsers' streams whose public state (``stream_state.public_state``, the one staleness rule) is no
+longer a running one are left out of the count and it is tried once more. Counting them only at the
+limit keeps the common case one script call.
+
+**Asks** are counted per tenant and minute under ``<PREFIX>:rate:ask:<tenant>:<minute>``, keys this
+module owns (``_ask_key``).
 
 The command line (``vidmem ask``) and the benchmarks create streams without a reservation: they run for
 the machine's own user, unlimited, and their streams still count against later reservations.
@@ -34,11 +38,12 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from typing import cast
 
 from core.errors import VidmemError
-from workers.records import quota_group
+from core.redis_values import PREFIX, text
+from workers.records import LIVE_STATES, UnknownStreamRecord, quota_group
 from workers.runtime import Runtime
+from workers.stream_state import public_state
 
 # A sliding window over two fixed one-minute windows: the previous window's count weighted by how much
 # of it still overlaps the last 60 s, plus the current one's. One INCR per ask; no sorted sets.
@@ -121,20 +126,25 @@ def _try(rt: Runtime, held: Reservation, limit: int, uncounted: tuple[str, ...])
 
 
 def _readers_gone(rt: Runtime, key: str) -> tuple[str, ...]:
-    """The running WebRTC streams of a running set whose API process stopped beating."""
-    sids = [x.decode() for x in cast(list[bytes], rt.redis.zrangebyscore(key, "+inf", "+inf"))]
-    with rt.redis.pipeline(transaction=False) as p:
-        for sid in sids:
-            p.hmget(rt.records.stream_key(sid), "kind", "created_at")
-        rows = p.execute()
+    """The WebRTC streams of a running set that are over by their public state (their API process
+    stopped beating), although their record still says running."""
     now, lease_s = time.time(), rt.settings.live_lease_s
     gone = []
-    for sid, (kind, created) in zip(sids, rows, strict=True):
-        if kind != b"webrtc" or created is None:  # only a browser's reader lives in an API process
+    for sid in (text(x) for x in rt.redis.zrangebyscore(key, "+inf", "+inf")):
+        try:
+            rec = rt.records.stream(sid)
+        except UnknownStreamRecord:  # deleted since: its place went with it
             continue
-        if rt.live.status(sid).reader_gone(float(created), lease_s, now):
+        if rec.kind != "webrtc":  # only a browser's reader lives in an API process
+            continue
+        if public_state(rec, rt.live.status(sid), now, lease_s).state not in LIVE_STATES:
             gone.append(sid)
     return tuple(gone)
+
+
+def _ask_key(tenant: str, window: int) -> str:
+    """The count of a tenant's asks in the one-minute window ``window`` (minutes since the epoch)."""
+    return f"{PREFIX}:rate:ask:{tenant}:{window}"
 
 
 def check_ask_rate(rt: Runtime, tenant: str) -> None:
@@ -143,7 +153,7 @@ def check_ask_rate(rt: Runtime, tenant: str) -> None:
     now = time.time()
     window = int(now // 60)
     elapsed = now / 60 - window
-    keys = [f"vm:rate:ask:{tenant}:{window}", f"vm:rate:ask:{tenant}:{window - 1}"]
+    keys = [_ask_key(tenant, window), _ask_key(tenant, window - 1)]
     ok = rt.redis.eval(_ASK, 2, *keys, f"{1 - elapsed:.6f}", limit)
     if not ok:
         raise QuotaExceeded(

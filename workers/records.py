@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import redis
 
 from core.errors import VidmemError
+from core.redis_values import PREFIX, text
 
 JobState = Literal["queued", "running", "done", "failed"]
 StreamState = Literal["connecting", "live", "reconnecting", "stopped", "done"]
@@ -86,10 +88,6 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 LIVE_STATES = ("connecting", "live", "reconnecting")
 """States of a stream that is still running (a reader, or a job, is on it)."""
 
@@ -138,10 +136,28 @@ class JobRecord:
     tenant: str = "local"
 
 
-class Records:
-    """Typed access to job and stream hashes."""
+LIVE_FIELDS = frozenset({
+    "url",  # a camera's URL, credentials included (never shown); absent for a WebRTC track
+    "frames_sampled", "last_pts", "last_frame_wall",  # the hand-over's position (``LiveRecords.dispatch``)
+    "frames_dropped", "frames_skipped", "frames_replayed", "reconnects", "gaps_total",  # summed counters
+    "owner", "heartbeat_at", "disconnected_since", "last_error", "resolution",  # the last reader's report
+})  # fmt: skip
+"""The fields a live stream's hash holds beside its ``StreamRecord`` (``workers.live_records`` writes and
+reads them, through ``Records``: the one owner of the stream hash)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "vm") -> None:
+
+def _live_names(names: Iterable[str]) -> None:
+    """Refuse a field that is not declared in LIVE_FIELDS (a typo would write a field nobody reads)."""
+    if unknown := sorted(set(names) - LIVE_FIELDS):
+        raise ValueError(f"not a live field of a stream hash: {', '.join(unknown)}")
+
+
+class Records:
+    """Typed access to job and stream hashes: the one owner of the keys ``<prefix>:job:*``,
+    ``<prefix>:stream:*`` (the record, and the live fields of LIVE_FIELDS), ``<prefix>:streams`` and the
+    tenants' stream sets."""
+
+    def __init__(self, client: redis.Redis, prefix: str = PREFIX) -> None:
         self.r = client
         self.prefix = prefix
         self._raise_to = client.register_script(_RAISE_TO)
@@ -173,11 +189,16 @@ class Records:
 
     # ---- streams ----
 
-    def create_stream(self, rec: StreamRecord, reservation: str | None = None) -> bool:
-        """Store a new stream. A running one takes its place among the tenant's running streams, in the
-        same step that drops ``reservation`` (the quota place taken for it, if any). False, and nothing
-        stored, when that place is gone (given back or expired before the stream could take it)."""
-        fields: list[Any] = [x for k, v in asdict(rec).items() if v is not None for x in (k, v)]
+    def create_stream(
+        self, rec: StreamRecord, reservation: str | None = None, extra: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Store a new stream, with the live fields ``extra`` (LIVE_FIELDS) in the same step. A running one
+        takes its place among the tenant's running streams, in the same step that drops ``reservation``
+        (the quota place taken for it, if any). False, and nothing stored, when that place is gone (given
+        back or expired before the stream could take it)."""
+        _live_names(extra or {})
+        values = {k: v for k, v in asdict(rec).items() if v is not None} | dict(extra or {})
+        fields: list[Any] = [x for k, v in values.items() for x in (k, v)]
         keys = [self._stream(rec.stream_id), self._streams(), self._tenant_streams(rec.tenant),
                 self.running_key(rec.tenant, quota_group(rec.kind))]  # fmt: skip
         args: list[Any] = [
@@ -189,8 +210,11 @@ class Records:
         ]
         return bool(self._create(keys=keys, args=[*args, *fields]))
 
+    def _stream_hash(self, stream_id: str) -> dict[str, str]:
+        return {text(k): text(v) for k, v in self.r.hgetall(self._stream(stream_id)).items()}
+
     def stream(self, stream_id: str) -> StreamRecord:
-        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._stream(stream_id)).items()}
+        h = self._stream_hash(stream_id)
         if "stream_id" not in h:
             raise UnknownStreamRecord(stream_id)
         return StreamRecord(
@@ -208,16 +232,50 @@ class Records:
             job_id=h.get("job_id") or None,
         )
 
+    def live_fields(self, stream_id: str) -> dict[str, str]:
+        """The live fields (LIVE_FIELDS) a stream's hash holds: empty for an unknown stream."""
+        return {k: v for k, v in self._stream_hash(stream_id).items() if k in LIVE_FIELDS}
+
+    def live_field(self, stream_id: str, name: str) -> str | None:
+        """One live field of a stream's hash, None when absent."""
+        _live_names([name])
+        raw = self.r.hget(self._stream(stream_id), name)
+        return None if raw is None else text(raw)
+
+    def write_live(
+        self,
+        pipe: redis.client.Pipeline,
+        stream_id: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        increments: Mapping[str, int] | None = None,
+        unset: Iterable[str] = (),
+    ) -> None:
+        """Queue writes of live fields (LIVE_FIELDS) on ``pipe``, so that a caller writes them in one
+        transaction with its own keys (a gap and ``gaps_total``): set ``values``, add ``increments``
+        (zeros are skipped), delete ``unset``."""
+        values, increments, unset = dict(values or {}), dict(increments or {}), list(unset)
+        _live_names([*values, *increments, *unset])
+        key = self._stream(stream_id)
+        for k, n in increments.items():
+            if n:
+                pipe.hincrby(key, k, n)
+        if values:
+            mapping: dict[Any, Any] = values
+            pipe.hset(key, mapping=mapping)
+        if unset:
+            pipe.hdel(key, *unset)
+
     def stream_exists(self, stream_id: str) -> bool:
         return bool(self.r.hexists(self._stream(stream_id), "stream_id"))
 
     def stream_ids(self) -> list[str]:
         """Every tenant's streams, oldest first."""
-        return [_s(x) for x in self.r.zrange(self._streams(), 0, -1)]
+        return [text(x) for x in self.r.zrange(self._streams(), 0, -1)]
 
     def tenant_stream_ids(self, tenant: str) -> list[str]:
         """One tenant's streams, oldest first."""
-        return [_s(x) for x in self.r.zrange(self._tenant_streams(tenant), 0, -1)]
+        return [text(x) for x in self.r.zrange(self._tenant_streams(tenant), 0, -1)]
 
     def owned_stream(self, stream_id: str, tenant: str) -> StreamRecord:
         """The stream, if ``tenant`` owns it. Another tenant's stream is unknown (never "forbidden": that
@@ -232,7 +290,7 @@ class Records:
         tenant, kind = self.r.hmget(self._stream(stream_id), "tenant", "kind")
         if kind is None:
             return False
-        running = self.running_key(_s(tenant) if tenant else "local", quota_group(_s(kind)))
+        running = self.running_key(text(tenant) if tenant else "local", quota_group(text(kind)))
         args = [state, int(state in LIVE_STATES), stream_id, *([] if error is None else [error])]
         return bool(self._set_state(keys=[self._stream(stream_id), running], args=args))
 
@@ -243,13 +301,13 @@ class Records:
 
     def delete_stream(self, stream_id: str) -> None:
         raw_tenant, kind = self.r.hmget(self._stream(stream_id), "tenant", "kind")
-        tenant = _s(raw_tenant) if raw_tenant else "local"
+        tenant = text(raw_tenant) if raw_tenant else "local"
         with self.r.pipeline() as p:
             p.delete(self._stream(stream_id))
             p.zrem(self._streams(), stream_id)
             p.zrem(self._tenant_streams(tenant), stream_id)
             if kind is not None:
-                p.zrem(self.running_key(tenant, quota_group(_s(kind))), stream_id)
+                p.zrem(self.running_key(tenant, quota_group(text(kind))), stream_id)
             p.execute()
 
     # ---- jobs ----
@@ -279,7 +337,7 @@ class Records:
         )
 
     def job(self, job_id: str) -> JobRecord:
-        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._job(job_id)).items()}
+        h = {text(k): text(v) for k, v in self.r.hgetall(self._job(job_id)).items()}
         if not h:
             raise UnknownJob(job_id)
         expected = int(h["expected_frames"])
@@ -314,7 +372,7 @@ class Records:
         self.set_stream_state(stream_id, STREAM_STATE_OF_JOB[state], error=error)
 
     def raise_progress(self, job_id: str, value: float) -> float:
-        return float(_s(self._raise_to(keys=[self._job(job_id)], args=["progress", f"{value:.6f}"])))
+        return float(text(self._raise_to(keys=[self._job(job_id)], args=["progress", f"{value:.6f}"])))
 
     def delete_job(self, job_id: str) -> None:
         self.r.delete(self._job(job_id))

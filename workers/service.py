@@ -14,21 +14,16 @@ from typing import Any
 
 from core.errors import VidmemError
 from stream.file_source import VideoInfo, probe, sample_frames
+from stream.live_check import check_live
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
+from workers.live import live_config
 from workers.quotas import QuotaExceeded, Reservation, check_ask_rate
-from workers.records import (
-    LIVE_KINDS,
-    LIVE_STATES,
-    STREAM_STATE_OF_JOB,
-    StreamRecord,
-    UnknownJob,
-    UnknownStreamRecord,
-    new_id,
-)
+from workers.records import LIVE_KINDS, StreamRecord, UnknownJob, UnknownStreamRecord, new_id
 from workers.runtime import Runtime
+from workers.stream_state import public_state
 
 GAPS_SHOWN = 100
 """Gaps a stream view lists (the newest); ``gaps_total`` counts them all."""
@@ -81,32 +76,16 @@ def submit_video(
     The stream takes the quota place of ``reservation`` (``workers.quotas``; None: unchecked, the
     command line's own user). If the task cannot be queued (the broker is down: BrokerUnavailable), the
     stream and the job are removed again, so that nothing looks queued forever, and the error is raised."""
-    s = rt.settings
-    fps = fps or s.fps
-    mode = mode or s.sample_mode
-    stream_id, job_id = new_id(), new_id()
+    job_id = new_id()
     shown = Path(src).name if local else redact(src)
-    created = rt.records.create_stream(
-        StreamRecord(
-            stream_id=stream_id,
-            kind="upload" if local else "url",
-            name=name or shown,
-            source=shown,
-            state="connecting",
-            fps=fps,
-            budget=budget or s.budget,
-            sample_mode=mode,
-            created_at=time.time(),
-            tenant=tenant,
-            job_id=job_id,
-        ),
-        reservation=_member(reservation),
-    )
-    if not created:
+    rec = _new_record(rt, tenant, "upload" if local else "url", name or shown, shown, fps, budget,
+                      mode=mode or rt.settings.sample_mode, job_id=job_id)  # fmt: skip
+    stream_id = rec.stream_id
+    if not rt.records.create_stream(rec, reservation=_member(reservation)):
         raise _place_gone(tenant)
     expected = None
-    if info.duration_s and mode == "fps":
-        expected = max(1, int(info.duration_s * fps))
+    if info.duration_s and rec.sample_mode == "fps":
+        expected = max(1, int(info.duration_s * rec.fps))
     rt.records.create_job(job_id, stream_id, src, expected, tenant=tenant)
     try:
         rt.submit("ingest", job_id)
@@ -134,32 +113,17 @@ def create_live_stream(
     address is refused now (SourceError) rather than retried forever. The stream takes the quota place
     of ``reservation`` (None: unchecked).
     """
-    from stream.live_check import check_live
-    from workers.live import live_config
-
     fps = fps or rt.settings.fps
     config = live_config(rt, fps)
     if check:
         check_live(url, config)
     else:
         check_source(url, config.allowed_schemes, network_policy=config.network_policy)
-    stream_id = new_id()
     shown = redact(url)
-    rec = StreamRecord(
-        stream_id=stream_id,
-        kind="live",
-        name=name or shown,
-        source=shown,
-        state="connecting",
-        fps=fps,
-        budget=budget or rt.settings.budget,
-        sample_mode="fps",
-        created_at=time.time(),
-        tenant=tenant,
-    )
+    rec = _new_record(rt, tenant, "live", name or shown, shown, fps, budget)
     if not rt.live.create(rec, url, reservation=_member(reservation)):
         raise _place_gone(tenant)
-    return stream_id
+    return rec.stream_id
 
 
 def create_webrtc_stream(
@@ -173,22 +137,30 @@ def create_webrtc_stream(
 ) -> str:
     """Register a stream of kind "webrtc": the API process that holds the connection reads its track.
     It takes the quota place of ``reservation`` (None: unchecked)."""
-    stream_id = new_id()
-    rec = StreamRecord(
-        stream_id=stream_id,
-        kind="webrtc",
-        name=name or "browser",
-        source="webrtc",
+    rec = _new_record(rt, tenant, "webrtc", name or "browser", "webrtc", fps, budget)
+    if not rt.live.create(rec, None, reservation=_member(reservation)):
+        raise _place_gone(tenant)
+    return rec.stream_id
+
+
+def _new_record(
+    rt: Runtime, tenant: str, kind: str, name: str, source: str, fps: float | None, budget: int | None,
+    mode: str = "fps", job_id: str | None = None,
+) -> StreamRecord:  # fmt: skip
+    """A new stream's record, "connecting", with the server's fps and budget where the request gave none."""
+    return StreamRecord(
+        stream_id=new_id(),
+        kind=kind,
+        name=name,
+        source=source,
         state="connecting",
         fps=fps or rt.settings.fps,
         budget=budget or rt.settings.budget,
-        sample_mode="fps",
+        sample_mode=mode,
         created_at=time.time(),
         tenant=tenant,
+        job_id=job_id,
     )
-    if not rt.live.create(rec, None, reservation=_member(reservation)):
-        raise _place_gone(tenant)
-    return stream_id
 
 
 def _member(reservation: Reservation | None) -> str | None:
@@ -248,24 +220,23 @@ def stream_view(rt: Runtime, tenant: str, stream_id: str) -> dict[str, Any]:
 
 
 def _job_state_view(rt: Runtime, rec: StreamRecord, job_id: str) -> dict[str, Any]:
-    """An upload's or URL's stream follows its job (``STREAM_STATE_OF_JOB``), read here in one place, so
-    the two views never disagree, even between the job's and the stream's writes. A stream stopped by
-    DELETE stays stopped. Once the job record has expired, the stream's own (final) state stands."""
+    """An upload's or URL's stream follows its job (``stream_state.public_state``). Once the job record
+    has expired, the stream's own (final) state stands."""
     try:
         job = rt.records.job(job_id)
     except UnknownJob:
         return {}
-    state = rec.state if rec.state == "stopped" else STREAM_STATE_OF_JOB[job.state]
+    state = public_state(rec, None, time.time(), rt.settings.live_lease_s, job=job.state).state
     return {"state": state, "job_state": job.state, "last_error": job.error or rec.error}
 
 
 def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
-    """A live stream's counters, gaps and reader. A camera whose reader stopped beating (every ingest
-    process is down) is shown as reconnecting, with the reason; a WebRTC stream whose API process is gone
-    (nobody else can hold its connection) as stopped."""
+    """A live stream's counters, gaps, reader and public state (``stream_state.public_state``: a stream
+    whose reader stopped beating shows no reader, and why)."""
     st = rt.live.status(rec.stream_id)
-    gaps = rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
+    shown = public_state(rec, st, time.time(), rt.settings.live_lease_s)
     out: dict[str, Any] = {
+        "state": shown.state,
         "frames_sampled": st.frames_sampled,
         "frames_dropped": st.frames_dropped,
         "frames_skipped": st.frames_skipped,
@@ -279,23 +250,16 @@ def _live_view(rt: Runtime, rec: StreamRecord) -> dict[str, Any]:
                 "duration_s": round(g.end_wall - g.start_wall, 3),
                 "reason": g.reason,
             }
-            for g in gaps
+            for g in rt.live.gaps(rec.stream_id, last=GAPS_SHOWN)
         ],
         "last_frame_time": st.last_frame_wall,
-        "disconnected_since": st.disconnected_since,
+        "disconnected_since": shown.disconnected_since,
         "last_error": st.last_error or rec.error,  # a source's last error, else why the stream stopped
         "reader": st.owner,
         "resolution": st.resolution,
     }
-    stale = rec.state in LIVE_STATES and st.reader_gone(rec.created_at, rt.settings.live_lease_s, time.time())
-    if stale and rec.kind == "webrtc":
-        out.update(state="stopped", reader=None, last_error="the API process holding the connection is gone")
-    elif stale:
-        out.update(
-            state="reconnecting" if st.frames_sampled else "connecting",
-            reader=None,
-            last_error="no ingest process is reading this stream (start `vidmem ingest`)",
-        )
+    if shown.reader_gone:
+        out.update(reader=None, last_error=shown.reason)
     return out
 
 

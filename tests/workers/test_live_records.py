@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 import redis
@@ -11,7 +13,7 @@ from stream.live_types import Gap
 from workers.frames import FrameStore
 from workers.lease import Lease
 from workers.live_records import LiveRecords, NotOwner
-from workers.records import Records, StreamRecord
+from workers.records import LIVE_FIELDS, Records, StreamRecord
 
 
 def _frames(lo: int, n: int) -> list[Frame]:
@@ -93,3 +95,29 @@ def test_counters_gaps_and_registry(live: LiveRecords) -> None:
     assert live.status("s1").gaps_total == 5
     live.retire("s1")
     assert live.active() == []
+
+
+def test_the_stream_hash_holds_only_declared_fields(live: LiveRecords, fake_redis: redis.Redis) -> None:
+    """``Records`` owns the stream hash: every field the live side writes is one of ``LIVE_FIELDS``."""
+    a = Lease(fake_redis, live.lease_key("s1"), ttl_s=5)
+    assert a.try_acquire()
+    live.dispatch("s1", a.token, _frames(0, 2))
+    counters = {"frames_dropped": 1, "frames_skipped": 1, "frames_replayed": 1, "reconnects": 1}
+    live.report("s1", owner="p1", increments=counters, disconnected_since=150.0, last_error="boom",
+                resolution=(640, 480))  # fmt: skip
+    live.add_gap("s1", Gap(1.0, 2.0, "r"), keep=3)
+    written = {k.decode() for k in fake_redis.hkeys(live.records.stream_key("s1"))}
+    record = {f.name for f in fields(StreamRecord)}
+    assert written - record == LIVE_FIELDS and not record & LIVE_FIELDS
+    with fake_redis.pipeline() as p, pytest.raises(ValueError, match="bogus"):
+        live.records.write_live(p, "s1", values={"bogus": 1})
+    with pytest.raises(ValueError, match="bogus"):
+        live.records.create_stream(StreamRecord("s2", "live", "c", "c", "connecting", 1.0, 512, "fps", 1.0),
+                                   extra={"bogus": 1})  # fmt: skip
+    assert not live.records.stream_exists("s2")
+
+
+def test_a_place_given_up_registers_no_live_fields(live: LiveRecords, fake_redis: redis.Redis) -> None:
+    rec = StreamRecord("s3", "live", "cam", "rtsp://cam/y", "connecting", 1.0, 512, "fps", 100.0)
+    assert not live.create(rec, "rtsp://cam/y", reservation="r:gone")
+    assert not fake_redis.exists(live.records.stream_key("s3")) and live.active() == ["s1"]
