@@ -96,7 +96,7 @@ def _ask_source(args: argparse.Namespace, settings: Settings) -> tuple[str, bool
 def cmd_ask(args: argparse.Namespace) -> int:
     from stream.errors import SourceError
     from workers import service
-    from workers.runtime import runtime_for
+    from workers.dispatch import runtime_for
     from workers.tenants import LOCAL_TENANT
 
     if args.redis_url is not None:
@@ -201,8 +201,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from workers.dispatch import runtime_for
     from workers.live import LiveSupervisor
-    from workers.runtime import runtime_for
 
     settings = _settings(args)
     if settings.redis_url is None:

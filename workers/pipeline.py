@@ -321,6 +321,8 @@ def answer_question(
     except UnknownStreamRecord as e:  # purged while the question waited
         channel.error(e.code, str(e))
         return
+    except OUTAGES:  # the store is down: not the question's fault (the task runs again, from the start)
+        raise
     except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
         channel.error("answer_failed", f"{type(e).__name__}: {e}")
         raise
