@@ -32,9 +32,9 @@ import redis
 from model.compressor import layout_cost
 from model.memory import SlotInfo
 from workers.broker import queue_lengths as broker_queue_lengths
-from workers.dispatch import QUEUES
 from workers.frames import FrameStore
 from workers.health import worker_counts
+from workers.queues import QUEUES
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
