@@ -60,8 +60,8 @@ PUBLISH_PATIENT: dict[str, float] = {
     "interval_step": 0.5,
     "interval_max": 2,
 }
-"""Publishing from inside a task (ingest queueing encodes): nobody waits on it, and a failure would fail
-the job, so it rides out a broker restart of about 20 s."""
+"""Publishing from inside a task (ingest queueing encodes, a task's retry after an outage): nobody waits
+on it, and a failure would fail the job, so it rides out a broker restart of about 20 s."""
 
 
 class CeleryDispatcher:

@@ -16,7 +16,7 @@ from celery.signals import setup_logging, worker_process_init, worker_ready, wor
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers import pipeline
-from workers.dispatch import CeleryDispatcher
+from workers.dispatch import PUBLISH_PATIENT, CeleryDispatcher
 from workers.health import WorkerBeat
 from workers.runtime import Runtime
 
@@ -76,15 +76,17 @@ def _load_models(**_: object) -> None:
 class OutageRetry(Task):
     """A task that waits out an unreachable Redis or broker (``pipeline.OUTAGES``) with Celery's retries:
     each retry is a new message sent with a growing, jittered countdown (at most ``retry_backoff_max``
-    seconds), so no worker slot sleeps meanwhile; the pipeline functions are idempotent, so running one
-    again is safe. A wrong password or a forbidden command is a configuration error, not an outage: it
+    seconds), so no worker slot sleeps between tries; the pipeline functions are idempotent, so running
+    one again is safe. A wrong password or a forbidden command is a configuration error, not an outage: it
     fails at once.
 
-    With ``acks_late``, a retry acknowledges the message it replaces once the new one is sent. A message
-    whose retry cannot be sent (the broker is down too), or that used up ``max_retries`` (about two
-    minutes), is given back to its queue, as a worker lost would give it: Celery would otherwise drop it
-    (``Reject(requeue=False)``) or fail it. With the broker down the give-back fails as well and the
-    message stays unacknowledged; the broker delivers it again after ``task_visibility_timeout_s``."""
+    With ``acks_late``, a retry acknowledges the message it replaces once the new one is sent. The new one
+    is sent patiently (``dispatch.PUBLISH_PATIENT``: the broker may be the Redis that is down, and a
+    restart of about 20 s is ridden out), so that a short outage costs seconds, not a visibility timeout.
+    A message whose retry still cannot be sent, or that used up ``max_retries`` (a few minutes), is given
+    back to its queue, as a lost worker's would be: Celery would otherwise drop it (``Reject(requeue=False)``)
+    or fail it. With the broker down the give-back fails too and the message stays unacknowledged; the
+    broker delivers it again after ``task_visibility_timeout_s``."""
 
     autoretry_for = pipeline.OUTAGES
     dont_autoretry_for = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
@@ -101,7 +103,7 @@ class OutageRetry(Task):
             raise Reject(exc, requeue=True) from exc
         log.warning("%s: store or broker unreachable (%s); retrying", self.name, exc)
         try:
-            return super().retry(*args, exc=exc, **kwargs)
+            return super().retry(*args, exc=exc, retry_policy=PUBLISH_PATIENT, **kwargs)
         except Reject as e:  # the retry could not be sent: give the message back instead of dropping it
             raise Reject(e.reason, requeue=True) from exc
 
