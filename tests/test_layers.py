@@ -45,6 +45,7 @@ WORKERS: dict[str, int] = {
     # the work itself, and what looks at it
     "pipeline": 2,
     "live": 2,
+    "live_reader": 2,
     "service": 2,
     "quotas": 2,
     "health": 2,
