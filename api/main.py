@@ -18,8 +18,9 @@ from api.rtc import Peers
 from api.security_headers import SecurityHeaders
 from api.url_checks import UrlChecks
 from core.settings import Settings, get_settings
+from workers.dispatch import runtime_for
 from workers.live import LiveSupervisor
-from workers.runtime import Runtime, runtime_for
+from workers.runtime import Runtime
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

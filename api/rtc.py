@@ -141,37 +141,19 @@ class Peers:
         name: str,
         audio: bool,
     ) -> Answer:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers()))  # [] : no default STUN
-        tracks: list[MediaStreamTrack] = []
-        pc.on("track", tracks.append)
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-            video = [t for t in tracks if t.kind == "video"]
-            if not video:
-                raise ServiceError("no_video", "the offer sends no video track")
-            for tr in pc.getTransceivers():  # one video track per connection; never receive audio
-                if tr.receiver.track is not video[0]:
-                    tr.direction = "inactive"
-            await pc.setLocalDescription(await pc.createAnswer())
-        except ServiceError:
-            await pc.close()
-            raise
-        except Exception as e:  # aiortc refuses what check_offer did not foresee: still the client's offer
-            await pc.close()
-            log.info("offer refused by aiortc: %s: %s", type(e).__name__, e)
-            raise ServiceError("bad_sdp", f"the offer cannot be answered ({type(e).__name__}: {e})") from None
+        pc, video = await self._answer_offer(offer)
         sid: str | None = None
         try:
             sid = await run_in_threadpool(
                 service.create_webrtc_stream, self.rt, tenant, fps=fps, budget=budget, name=name,
                 reservation=held,
             )  # fmt: skip
-            source = TrackSource(video[0], self._track_config(fps), on_end=partial(self._ended, sid))
+            source = TrackSource(video, self._track_config(fps), on_end=partial(self._ended, sid))
             self.connections[sid] = pc
             self._places.pop(place, None)  # counted once: as a connection now
             self._places[sid] = tenant
             await run_in_threadpool(self.readers.adopt, sid, source)
-        except BaseException as e:
+        except BaseException as e:  # cancelled too: the connection and the stream are undone, then re-raised
             await pc.close()
             if sid is not None:
                 self.connections.pop(sid, None)
@@ -186,6 +168,30 @@ class Peers:
         )  # fmt: skip
         log.info("stream %s: WebRTC offer answered (%s)", sid, "audio ignored" if audio else "video only")
         return Answer(sdp=answer, stream_id=sid)
+
+    async def _answer_offer(self, offer: Screened) -> tuple[RTCPeerConnection, MediaStreamTrack]:
+        """A peer connection that answers ``offer`` (its local description set), and the one video track
+        it receives; every other track is made inactive. Raises ServiceError (``no_video``, ``bad_sdp``)."""
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers()))  # [] : no default STUN
+        tracks: list[MediaStreamTrack] = []
+        pc.on("track", tracks.append)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            video = [t for t in tracks if t.kind == "video"]
+            if not video:
+                raise ServiceError("no_video", "the offer sends no video track")
+            for tr in pc.getTransceivers():  # one video track per connection; never receive audio
+                if tr.receiver.track is not video[0]:
+                    tr.direction = "inactive"
+            await pc.setLocalDescription(await pc.createAnswer())
+            return pc, video[0]
+        except ServiceError:
+            await pc.close()
+            raise
+        except Exception as e:  # aiortc refuses what check_offer did not foresee: still the client's offer
+            await pc.close()
+            log.info("offer refused by aiortc: %s: %s", type(e).__name__, e)
+            raise ServiceError("bad_sdp", f"the offer cannot be answered ({type(e).__name__}: {e})") from None
 
     def _watch(self, pc: RTCPeerConnection, source: TrackSource, offer: Screened) -> None:
         """End the stream when its connection fails or closes, or is not connected (ICE and DTLS) within
@@ -242,5 +248,5 @@ def _give_up(rt: Runtime, sid: str, error: BaseException) -> None:
     """A stream whose connection failed to start: stopped, saying why (never left "connecting")."""
     try:
         rt.records.set_stream_state(sid, "stopped", error=f"the WebRTC connection could not start: {error!r}")
-    except Exception:
+    except Exception:  # the connection's own error is on its way up: this one must not replace it
         log.exception("stream %s: could not record that its connection failed to start", sid)

@@ -27,8 +27,9 @@ from bench.redis_server import free_port
 from core.settings import Settings
 from model.slots import EncodedFrame
 from workers import service
+from workers.dispatch import runtime_for
 from workers.live import LiveSupervisor
-from workers.runtime import Runtime, runtime_for
+from workers.runtime import Runtime
 from workers.tenants import LOCAL_TENANT
 
 LAG_LIMIT_S = 2.0

@@ -32,7 +32,7 @@ from bench.common import emit, log, machine_info, ratio, table
 from bench.live import AppendLatencies
 from bench.redis_server import free_port
 from core.settings import Settings
-from workers.runtime import runtime_for
+from workers.dispatch import runtime_for
 
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "big_buck_bunny_60s_640x360.mp4"
 

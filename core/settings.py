@@ -11,10 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
+"""The checkpoint vidmem loads unless told otherwise (``Settings.model``, ``LlavaOVConfig.model``)."""
+
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "vidmem"
+"""Where presets, the demo video and uploads live unless told otherwise (``Settings.model_cache``,
+``LlavaOVConfig.cache_dir``, ``Settings.upload_dir``)."""
 
 EMBEDDED_URL_NETWORKS: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
     ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
@@ -36,6 +41,17 @@ HostName = Annotated[
     ),
 ]
 """A host name as a ``Host`` header names it, without a port: ``vidmem.lan``, ``10.0.0.5``, ``[fd00::1]``."""
+
+
+def _comma_list(v: object) -> object:
+    """``"ingest, encode"`` (a variable's text) -> ``("ingest", "encode")``; other values as given."""
+    if isinstance(v, str):
+        return tuple(x.strip() for x in v.split(",") if x.strip())
+    return v
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_comma_list)]
+"""A list of names, written comma-separated in its variable (not JSON)."""
 
 
 class IceServer(BaseModel):
@@ -71,7 +87,7 @@ class Settings(BaseSettings):
         "directory, or a preset: tiny, random-0.5b, random-7b.",
     )
     model_cache: Path = Field(
-        Path.home() / ".cache" / "vidmem",
+        DEFAULT_CACHE_DIR,
         description="Where presets (and the sample video of vidmem ask --demo) are built and cached.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
@@ -190,6 +206,14 @@ class Settings(BaseSettings):
     metrics_max_streams: int = Field(
         100, ge=0, le=100_000, description="Streams with per-stream series in /metrics (the newest)."
     )
+    worker_queues: CommaList = Field(
+        (),
+        description="The queues this Celery worker consumes, comma-separated: `vidmem worker --queues` sets "
+        "it for its processes; a process of encode or answer loads the model before its first task.",
+    )
+    torch_threads: int | None = Field(
+        None, ge=1, le=4096, description="Threads torch uses in a model worker process. None: the CPU count."
+    )
     worker_heartbeat_s: float = Field(
         5.0, gt=0, le=300, description="How often a Celery worker announces itself (gone after 3 x this)."
     )
@@ -252,7 +276,7 @@ class Settings(BaseSettings):
         2, ge=1, le=1000, description="URL pre-checks one tenant may have running at once (then 429)."
     )
     upload_dir: Path = Field(
-        Path.home() / ".cache" / "vidmem" / "uploads",
+        DEFAULT_CACHE_DIR / "uploads",
         description="Where uploads are kept until ingested (shared with ingest workers in distributed mode).",
     )
     answer_timeout_s: float = Field(600.0, gt=0, description="How long the API waits for an answer.")

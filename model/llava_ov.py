@@ -31,12 +31,10 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
+from core.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL
 from model import compressor
 from model.presets import SIGLIP_MEAN, SIGLIP_STD, resolve_model
 from model.runtime import DtypeName, pick_device, pick_dtype
-
-DEFAULT_MODEL = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "vidmem"  # the same default as Settings.model_cache
 
 Parts = Literal["vision", "all"]
 

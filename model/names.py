@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+
 PRESET_NAMES: tuple[str, ...] = ("tiny", "random-0.5b", "random-7b")
 """The names of ``model.presets.PRESETS`` (which imports torch), in the same order."""
 
@@ -36,9 +39,6 @@ def model_problem(name: str) -> str | None:
 def _in_hub_cache(repo_id: str) -> bool:
     """Whether the hub cache holds ``repo_id``'s config.json (its main revision). False for text that
     cannot be a hub id (``./x/y``, ``a/b/c``)."""
-    from huggingface_hub import try_to_load_from_cache
-    from huggingface_hub.errors import HFValidationError
-
     try:
         found = try_to_load_from_cache(repo_id, "config.json")
     except HFValidationError:

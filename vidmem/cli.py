@@ -96,7 +96,7 @@ def _ask_source(args: argparse.Namespace, settings: Settings) -> tuple[str, bool
 def cmd_ask(args: argparse.Namespace) -> int:
     from stream.errors import SourceError
     from workers import service
-    from workers.runtime import runtime_for
+    from workers.dispatch import runtime_for
     from workers.tenants import LOCAL_TENANT
 
     if args.redis_url is not None:
@@ -184,7 +184,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if {"encode", "answer"} & set(queues) and not _model_ok(settings):  # the queues that load the model
         return 2
     configure_logging(settings.log_format, args.loglevel or settings.log_level)
-    # Worker child processes read these (get_settings / worker_process_init).
+    # Worker child processes read these as their Settings (get_settings, in worker_process_init).
     os.environ["VIDMEM_REDIS_URL"] = settings.redis_url
     os.environ["VIDMEM_MODEL"] = settings.model
     os.environ["VIDMEM_WORKER_QUEUES"] = ",".join(queues)
@@ -201,8 +201,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from workers.dispatch import runtime_for
     from workers.live import LiveSupervisor
-    from workers.runtime import runtime_for
 
     settings = _settings(args)
     if settings.redis_url is None:
@@ -317,19 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, help=_help("budget"))
     s.set_defaults(func=cmd_serve)
 
-    a = _command(sub, "ask", "one shot: ingest a video in this process and answer a question about it")
-    a.add_argument("video", nargs="?", help="A local video file or an http(s) URL (none with --demo).")
-    a.add_argument("question", help="What to ask about the video.")
-    a.add_argument("--demo", action="store_true",
-                   help="Ask about a 30 s sample video (scenes, captions), made once with PyAV.")  # fmt: skip
-    a.add_argument("--budget", type=int, help=_help("budget"))
-    a.add_argument("--fps", type=float, help=_help("fps", "Frames sampled per second of video."))
-    a.add_argument("--keyframes", action="store_true",
-                   help="Sample the keyframes only, not --fps frames per second (faster).")  # fmt: skip
-    a.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=_help("max_new_tokens"))
-    a.add_argument("--json", action="store_true",
-                   help="Print one JSON object (answer and token accounting), no progress.")  # fmt: skip
-    a.set_defaults(func=cmd_ask)
+    _ask_parser(sub)
 
     w = _command(sub, "worker", "run a Celery worker (distributed mode)")
     w.add_argument("--queues", default="ingest,encode,answer",
@@ -349,6 +337,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--name", help="This process's name in stream views. Default: host:pid:random.")
     i.set_defaults(func=cmd_ingest)
 
+    _keys_parser(sub)
+    return p
+
+
+def _ask_parser(sub: Any) -> None:
+    """``vidmem ask``: its arguments and options."""
+    a = _command(sub, "ask", "one shot: ingest a video in this process and answer a question about it")
+    a.add_argument("video", nargs="?", help="A local video file or an http(s) URL (none with --demo).")
+    a.add_argument("question", help="What to ask about the video.")
+    a.add_argument("--demo", action="store_true",
+                   help="Ask about a 30 s sample video (scenes, captions), made once with PyAV.")  # fmt: skip
+    a.add_argument("--budget", type=int, help=_help("budget"))
+    a.add_argument("--fps", type=float, help=_help("fps", "Frames sampled per second of video."))
+    a.add_argument("--keyframes", action="store_true",
+                   help="Sample the keyframes only, not --fps frames per second (faster).")  # fmt: skip
+    a.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, help=_help("max_new_tokens"))
+    a.add_argument("--json", action="store_true",
+                   help="Print one JSON object (answer and token accounting), no progress.")  # fmt: skip
+    a.set_defaults(func=cmd_ask)
+
+
+def _keys_parser(sub: Any) -> None:
+    """``vidmem keys`` and its actions (create, list, revoke)."""
     k = _command(sub, "keys", "API keys of tenants (distributed mode): create, list, revoke")
     ks = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     kc = _command(ks, "create", "a new key for a tenant; prints the key once")
@@ -360,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     kr = _command(ks, "revoke", "revoke a key by its id; requests with it fail at once")
     kr.add_argument("key_id", help="The key's id, as `vidmem keys list` shows it.")
     k.set_defaults(func=cmd_keys)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from core.errors import VidmemError
+from core.redis_values import PREFIX, text
 from workers import metrics
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class AnswerTimeout(VidmemError, TimeoutError):
 
 
 class AnswerChannel:
-    def __init__(self, client: redis.Redis, request_id: str, prefix: str = "vm") -> None:
+    def __init__(self, client: redis.Redis, request_id: str, prefix: str = PREFIX) -> None:
         self.r = client
         self.key = f"{prefix}:answer:{request_id}"
         self.cancel_key = f"{self.key}:cancelled"
@@ -116,8 +117,8 @@ class AnswerReader:
         out: list[AnswerEvent] = []
         for msg_id, fields in got[0][1]:
             self._last = msg_id
-            f = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
-            kind = f["kind"].decode() if isinstance(f["kind"], bytes) else f["kind"]
+            f = {text(k): v for k, v in fields.items()}
+            kind = text(f["kind"])
             ev = AnswerEvent(kind, json.loads(f["data"]))
             if kind == "start":
                 if self._started:  # a redelivered task began again: what came before is void

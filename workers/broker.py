@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from kombu import Connection
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -60,8 +61,6 @@ def broker_ok(settings: Settings, timeout_s: float = TIMEOUT_S) -> str:
             with _redis(url, timeout_s) as r:
                 r.ping()
         else:
-            from kombu import Connection
-
             with Connection(url, connect_timeout=timeout_s) as conn:
                 conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
     except Exception as e:  # reported, not raised: the caller exists to say what is down
@@ -84,8 +83,6 @@ def queue_lengths(settings: Settings, timeout_s: float = TIMEOUT_S) -> dict[str,
                 got = p.execute()
             n = len(_PRIORITY_SUFFIXES)
             return {q: sum(got[i * n : (i + 1) * n]) for i, q in enumerate(QUEUES)}
-        from kombu import Connection
-
         with Connection(url, connect_timeout=timeout_s) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
             channel = conn.default_channel

@@ -1,6 +1,8 @@
 """Dispatchers: where a task runs. Celery queues in distributed mode, thread pools in embedded mode.
 
-Both run the same plain functions (``pipeline.TASKS``); queue names equal task names.
+Both run the same plain functions (``pipeline.TASKS``); queue names equal task names. ``runtime_for``
+builds a process's Runtime with the dispatcher of its mode: the dispatcher sits above the runtime and the
+pipeline, so the runtime never needs to know the kinds.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import OperationalError
 
+from core.settings import Settings
+from workers.celery_app import make_celery
+from workers.pipeline import TASKS
 from workers.queues import QUEUES, BrokerUnavailable
 from workers.runtime import Runtime
 
@@ -21,14 +26,14 @@ log = logging.getLogger(__name__)
 class InProcessDispatcher:
     """Embedded mode: one thread pool per queue, calling the pipeline functions directly."""
 
+    in_process = True
+
     def __init__(self, rt: Runtime, threads: dict[str, int] | None = None) -> None:
         sizes = {"ingest": 2, "encode": 1, "answer": 1} | (threads or {})
         self.rt = rt
         self.pools = {q: ThreadPoolExecutor(sizes[q], thread_name_prefix=f"vidmem-{q}") for q in QUEUES}
 
     def submit(self, task: str, *args: Any) -> Future[None]:
-        from workers.pipeline import TASKS
-
         fut = self.pools[task].submit(TASKS[task], self.rt, *args)
         fut.add_done_callback(_log_failure)
         return fut
@@ -55,8 +60,8 @@ PUBLISH_PATIENT: dict[str, float] = {
     "interval_step": 0.5,
     "interval_max": 2,
 }
-"""Publishing from inside a task (ingest queueing encodes): nobody waits on it, and a failure would fail
-the job, so it rides out a broker restart of about 20 s."""
+"""Publishing from inside a task (ingest queueing encodes, a task's retry after an outage): nobody waits
+on it, and a failure would fail the job, so it rides out a broker restart of about 20 s."""
 
 
 class CeleryDispatcher:
@@ -65,6 +70,8 @@ class CeleryDispatcher:
     Raises ``BrokerUnavailable`` when the broker cannot be reached (fast from the API, patiently from a
     worker's task). Results are never stored (``ignore_result``): sending does not touch the result backend.
     """
+
+    in_process = False
 
     def __init__(self, app: Celery) -> None:
         self.app = app
@@ -85,3 +92,15 @@ class CeleryDispatcher:
         except OperationalError as e:  # kombu's wrapper of the transport's connection and timeout errors
             log.warning("task %s not queued: the broker is unreachable (%s)", task, e)
             raise BrokerUnavailable("the task queue is unreachable; try again later") from e
+
+
+def runtime_for(settings: Settings, *, trusted_urls: bool = False) -> Runtime:
+    """Embedded mode (no Redis URL): in-memory Redis + in-process thread pools.
+    Distributed mode: the Redis at settings.redis_url + Celery queues.
+    ``trusted_urls``: see ``Runtime.trusted_urls``."""
+    rt = Runtime.create(settings, trusted_urls=trusted_urls)
+    if settings.embedded:
+        rt.dispatcher = InProcessDispatcher(rt)
+    else:
+        rt.dispatcher = CeleryDispatcher(make_celery(settings))
+    return rt

@@ -1,8 +1,8 @@
 """Who is alive: worker heartbeats in Redis, and the cluster's health as ``GET /healthz`` reports it.
 
 Each Celery worker node (``workers.tasks``, from ``worker_ready``) and each ingest process that claims
-live streams (``LiveSupervisor``) publishes a *beat*: the key ``vm:beat:<name>`` = JSON ``{"queues",
-"host", "pid"}`` with a short TTL, refreshed well within it, and its name in the set ``vm:beats``. A
+live streams (``LiveSupervisor``) publishes a *beat*: the key ``<PREFIX>:beat:<name>`` = JSON ``{"queues",
+"host", "pid"}`` with a short TTL, refreshed well within it, and its name in the set ``<PREFIX>:beats``. A
 process that dies stops refreshing and its key expires; readers drop expired names from the set. TTLs
 are kept by Redis, so clocks of different machines never matter.
 
@@ -22,20 +22,20 @@ from typing import Any
 import redis
 
 from core.errors import VidmemError
+from core.redis_values import PREFIX, text
 from workers.broker import TIMEOUT_S, broker_ok, quick_redis
-from workers.dispatch import InProcessDispatcher
 from workers.queues import QUEUES
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-BEATS = "vm:beats"
+BEATS = f"{PREFIX}:beats"
 LIVE = "live_readers"
 """The pseudo-queue of processes reading live cameras (``vidmem ingest``, the embedded server)."""
 
 
 def _beat_key(name: str) -> str:
-    return f"vm:beat:{name}"
+    return f"{PREFIX}:beat:{name}"
 
 
 def publish_beat(client: redis.Redis, name: str, queues: Sequence[str], ttl_s: float) -> None:
@@ -57,7 +57,7 @@ def drop_beat(client: redis.Redis, name: str) -> None:
 
 def beats(client: redis.Redis) -> dict[str, list[str]]:
     """Every live beat: name -> its queues. Names whose beat expired are removed from the set."""
-    names = sorted(x.decode() if isinstance(x, bytes) else str(x) for x in client.smembers(BEATS))
+    names = sorted(text(x) for x in client.smembers(BEATS))
     if not names:
         return {}
     raw: list[Any] = client.mget([_beat_key(n) for n in names])
@@ -69,13 +69,13 @@ def beats(client: redis.Redis) -> dict[str, list[str]]:
 
 def worker_counts(rt: Runtime, client: redis.Redis | None = None) -> dict[str, int]:
     """Live workers per queue and live readers: ``{"ingest": n, "encode": n, "answer": n, LIVE: n}``.
-    The embedded mode's in-process pools (any InProcessDispatcher) count as one worker per queue."""
+    In-process pools (``Runtime.in_process``: the embedded mode's) count as one worker per queue."""
     counts = dict.fromkeys((*QUEUES, LIVE), 0)
     for queues in beats(client if client is not None else rt.redis).values():
         for q in queues:
             if q in counts:
                 counts[q] += 1
-    if rt.settings.embedded or isinstance(rt.dispatcher, InProcessDispatcher):
+    if rt.in_process:
         counts |= {q: max(1, counts[q]) for q in QUEUES}
     return counts
 

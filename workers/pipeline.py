@@ -11,14 +11,16 @@ import io
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
 from PIL import Image
 
 from core.logs import bind_log_context, log_args
+from core.redis_values import PREFIX
 from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
@@ -29,6 +31,10 @@ from workers.queues import BrokerUnavailable
 from workers.records import LIVE_KINDS, UnknownStreamRecord
 from workers.runtime import Runtime
 
+if TYPE_CHECKING:
+    from model.answerer import Answer
+    from model.memory import MemoryState
+
 log = logging.getLogger(__name__)
 
 OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerUnavailable)
@@ -36,6 +42,21 @@ OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, Brok
 
 THUMB_WIDTH = 160
 INGEST_LEASE_S = 30.0  # a dead ingest worker's job is taken over this long after its last renewal
+WAITING_CHUNKS = 16
+"""Backpressure: chunks of one upload handed to the encoders and not yet in its memory, at most."""
+WAKE_S = 0.5
+"""Longest sleep of an ingest that waits for the encoders: how soon it sees its stream stopped."""
+
+
+def ingest_lease_key(job_id: str) -> str:
+    """The lease of the ingest worker reading an upload's video (``lease.Lease``)."""
+    return f"{PREFIX}:lease:ingest:{job_id}"
+
+
+def encoded_key(stream_id: str) -> str:
+    """A short list that an encode of an upload's chunk pushes to once the chunk is in the memory: the
+    ingest waiting for the encoders (``_wait_for_encoders``) blocks on it instead of polling."""
+    return f"{PREFIX}:{{{stream_id}}}:encoded"
 
 
 def thumbnail(image: np.ndarray, width: int = THUMB_WIDTH) -> bytes:
@@ -56,7 +77,7 @@ def ingest_video(rt: Runtime, job_id: str, holder: str | None = None) -> None:
 
     ``holder`` names this delivery of the task: run again with the same holder (after an outage), it takes
     its own lease back at once."""
-    lease = Lease(rt.redis, f"vm:lease:ingest:{job_id}", ttl_s=INGEST_LEASE_S, token=holder)
+    lease = Lease(rt.redis, ingest_lease_key(job_id), ttl_s=INGEST_LEASE_S, token=holder)
     # A redelivered ingest waits while the first worker is alive, and takes over if it dies.
     if not lease.acquire(give_up=lambda: rt.records.job(job_id).state in ("done", "failed")):
         return
@@ -83,49 +104,60 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
         return
     rt.records.set_job_state(job_id, job.stream_id, "running")
     s = rt.settings
-    batch: list[Frame] = []
-    n = 0  # frames handed to the encoders so far
-    stopped = False
-    try:
-        for frame in sample_frames(
-            job.source_path,
-            mode=rec.sample_mode,  # type: ignore[arg-type]
-            fps=rec.fps,
-            size=(s.frame_size, s.frame_size),
-            allowed_schemes=s.allowed_schemes,
-            allow_local=True,
-            timeout_s=s.open_timeout_s,
-            network_policy=rt.url_policy(),  # a URL's host is checked again here: DNS may have changed
-        ):
-            batch.append(frame)
-            if len(batch) >= s.encode_batch:
-                n = _dispatch_chunk(rt, job_id, job.stream_id, rec.kind, batch, lease)
-                batch = []
-        if batch:
-            n = _dispatch_chunk(rt, job_id, job.stream_id, rec.kind, batch, lease)
-    except LeaseLost:  # our lease expired and another worker took the job over
-        log.warning("job %s: ingest lease lost; another worker continues", job_id)
-        return
-    except _Stopped:
-        log.info("job %s: stream %s stopped after %d frames", job_id, job.stream_id, n)
-        stopped = True
-    except UnknownStreamRecord:
-        _fail(rt, job_id, job.stream_id, "stream_deleted: the stream was deleted while its video was read")
-        return
-    except SourceError as e:
-        _fail(rt, job_id, job.stream_id, f"{e.code}: {e}")
-        return
-    except OUTAGES:  # the store or the broker is down: not the job's fault (the task runs again)
-        raise
-    except Exception as e:
-        _fail(rt, job_id, job.stream_id, f"ingest_failed: {type(e).__name__}: {e}")
-        raise
-    if n == 0 and not stopped:
-        _fail(rt, job_id, job.stream_id, "corrupt_video: no frame could be sampled")
+    frames = sample_frames(
+        job.source_path,
+        mode=rec.sample_mode,  # type: ignore[arg-type]
+        fps=rec.fps,
+        size=(s.frame_size, s.frame_size),
+        allowed_schemes=s.allowed_schemes,
+        allow_local=True,
+        timeout_s=s.open_timeout_s,
+        network_policy=rt.url_policy(),  # a URL's host is checked again here: DNS may have changed
+    )
+    n = _hand_over(rt, job_id, job.stream_id, rec.kind, frames, lease)
+    if n is None:
         return
     rt.records.update_job(job_id, frames_sampled=n, sampling_done=1)
     log.info("job %s: %d frames sampled", job_id, n)
     check_done(rt, job_id)
+
+
+def _hand_over(
+    rt: Runtime, job_id: str, stream_id: str, kind: str, frames: Iterable[Frame], lease: Lease
+) -> int | None:
+    """Hand a video's frames to the encoders in chunks of ``encode_batch``: the frames handed over, or
+    None when the job ended here (it failed, or another worker took it over)."""
+    batch: list[Frame] = []
+    n = 0  # frames handed to the encoders so far
+    try:
+        for frame in frames:
+            batch.append(frame)
+            if len(batch) >= rt.settings.encode_batch:
+                n = _dispatch_chunk(rt, job_id, stream_id, kind, batch, lease)
+                batch = []
+        if batch:
+            n = _dispatch_chunk(rt, job_id, stream_id, kind, batch, lease)
+    except LeaseLost:  # our lease expired and another worker took the job over
+        log.warning("job %s: ingest lease lost; another worker continues", job_id)
+        return None
+    except _Stopped:
+        log.info("job %s: stream %s stopped after %d frames", job_id, stream_id, n)
+        return n
+    except UnknownStreamRecord:
+        _fail(rt, job_id, stream_id, "stream_deleted: the stream was deleted while its video was read")
+        return None
+    except SourceError as e:
+        _fail(rt, job_id, stream_id, f"{e.code}: {e}")
+        return None
+    except OUTAGES:  # the store or the broker is down: not the job's fault (the task runs again)
+        raise
+    except Exception as e:  # a bug or a broken decoder: the job fails loudly instead of waiting forever
+        _fail(rt, job_id, stream_id, f"ingest_failed: {type(e).__name__}: {e}")
+        raise
+    if n == 0:
+        _fail(rt, job_id, stream_id, "corrupt_video: no frame could be sampled")
+        return None
+    return n
 
 
 class _Stopped(Exception):
@@ -152,15 +184,27 @@ def _dispatch_chunk(
 
 
 def _wait_for_encoders(rt: Runtime, stream_id: str, next_seq: int, lease: Lease) -> None:
-    """Backpressure: at most 16 chunks wait for the encoders. Raises _Stopped if the stream stops."""
-    limit = 16 * rt.settings.encode_batch
+    """Backpressure: at most ``WAITING_CHUNKS`` chunks wait for the encoders. Raises _Stopped if the
+    stream stops. Sleeps in a blocking read of ``encoded_key`` (woken as soon as an encode appends a
+    chunk), at most ``WAKE_S`` at a time: so the lease is renewed and the stop is seen meanwhile."""
+    limit = WAITING_CHUNKS * rt.settings.encode_batch
     while True:
         if rt.records.stream(stream_id).state == "stopped":
             raise _Stopped
         if next_seq - rt.memory.next_seq(stream_id) < limit:
             return
         lease.renew()
-        time.sleep(0.05)
+        rt.redis.blpop([encoded_key(stream_id)], timeout=WAKE_S)
+
+
+def _encoded(rt: Runtime, stream_id: str) -> None:
+    """Wake the ingest waiting for the encoders of an upload (one mark is enough: it looks again)."""
+    key = encoded_key(stream_id)
+    with rt.redis.pipeline(transaction=False) as p:
+        p.rpush(key, 1)
+        p.ltrim(key, -1, -1)
+        p.expire(key, int(INGEST_LEASE_S))
+        p.execute()
 
 
 def _fail(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
@@ -186,46 +230,15 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
 
     ``job_id`` is the upload job the chunk belongs to, or "" for a live stream's chunk.
     """
-    from workers.models import text_costs
-
     frames = rt.frames.get(frames_key)
     if frames is None:  # a redelivery of a chunk already appended, or frames that expired
-        missing = _not_in_memory(rt, stream_id, rt.frames.seqs(frames_key))
-        if missing:
-            ttl = rt.settings.frame_ttl_s
-            msg = (
-                f"frames_expired: frames {missing[0]}..{missing[-1]} waited longer than frame_ttl_s ({ttl} s)"
-            )
-            _chunk_failed(rt, job_id, stream_id, msg + " for an encoder")
-        elif job_id:
-            check_done(rt, job_id)
+        _chunk_gone(rt, job_id, stream_id, frames_key)
         return
     if not rt.records.stream_exists(stream_id):  # purged meanwhile: do not recreate its memory
         rt.frames.delete(frames_key)
         return
     try:
-        backend = rt.backend()
-        rec = rt.records.stream(stream_id)
-        bind_log_context(tenant=rec.tenant)
-        cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
-        t0 = time.perf_counter()
-        tokens = backend.encode(np.stack([f.image for f in frames]))
-        encode_s = time.perf_counter() - t0
-        texts = text_costs(backend, cfg, [f.pts for f in frames])
-        encoded = [
-            EncodedFrame(
-                seq=f.seq,
-                t=f.pts,
-                tokens=tokens[i],
-                thumb=thumbnail(f.image),
-                wall_time=f.wall_time,
-                text_tokens=texts[i],
-            )
-            for i, f in enumerate(frames)
-        ]
-        rt.memory.append(stream_id, encoded)
-        metrics.record(rt.redis, metrics.inc(metrics.FRAMES_ENCODED, len(frames), kind=rec.kind),
-                       metrics.observe(metrics.ENCODE_SECONDS, encode_s))  # fmt: skip
+        _encode(rt, stream_id, frames)
     except OUTAGES:  # the store or the broker is down: not the chunk's fault (the task runs again)
         raise
     except Exception as e:  # a bug or a broken model: fail loudly instead of waiting forever
@@ -233,7 +246,47 @@ def encode_chunk(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> N
         raise
     rt.frames.delete(frames_key)
     if job_id:
+        _encoded(rt, stream_id)
         check_done(rt, job_id)
+
+
+def _chunk_gone(rt: Runtime, job_id: str, stream_id: str, frames_key: str) -> None:
+    """A chunk whose frames are no longer stored: appended already (a redelivery), or expired waiting."""
+    missing = _not_in_memory(rt, stream_id, rt.frames.seqs(frames_key))
+    if missing:
+        ttl = rt.settings.frame_ttl_s
+        msg = f"frames_expired: frames {missing[0]}..{missing[-1]} waited longer than frame_ttl_s ({ttl} s)"
+        _chunk_failed(rt, job_id, stream_id, msg + " for an encoder")
+    elif job_id:
+        check_done(rt, job_id)
+
+
+def _encode(rt: Runtime, stream_id: str, frames: list[Frame]) -> None:
+    """Encode frames with the loaded model and append them to the stream's memory."""
+    from workers.models import text_costs
+
+    backend = rt.backend()
+    rec = rt.records.stream(stream_id)
+    bind_log_context(tenant=rec.tenant)
+    cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
+    t0 = time.perf_counter()
+    tokens = backend.encode(np.stack([f.image for f in frames]))
+    encode_s = time.perf_counter() - t0
+    texts = text_costs(backend, cfg, [f.pts for f in frames])
+    encoded = [
+        EncodedFrame(
+            seq=f.seq,
+            t=f.pts,
+            tokens=tokens[i],
+            thumb=thumbnail(f.image),
+            wall_time=f.wall_time,
+            text_tokens=texts[i],
+        )
+        for i, f in enumerate(frames)
+    ]
+    rt.memory.append(stream_id, encoded)
+    metrics.record(rt.redis, metrics.inc(metrics.FRAMES_ENCODED, len(frames), kind=rec.kind),
+                   metrics.observe(metrics.ENCODE_SECONDS, encode_s))  # fmt: skip
 
 
 def _chunk_failed(rt: Runtime, job_id: str, stream_id: str, message: str) -> None:
@@ -287,7 +340,6 @@ def answer_question(
     A request its client cancelled (``AnswerChannel.cancel``) does not start, or stops generating within
     about ``AnswerConfig.stop_poll_s``; its channel then ends without an event."""
     from model.answerer import EmptyMemory
-    from workers.models import answerer_for
 
     channel = AnswerChannel(rt.redis, request_id)
     if channel.cancelled():  # its client left while the task was queued
@@ -296,34 +348,22 @@ def answer_question(
         return
     channel.start()
     try:
-        if not rt.memory.exists(stream_id):
-            raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
-        state = rt.memory.state(stream_id, with_tokens=True)
-        slots = state.as_slots()
-        lo, hi = _bounds(window)
-        slots = [s for s in slots if s.t1 >= lo and s.t0 <= hi]
-        if not slots:
-            raise EmptyMemory(f"stream {stream_id} has no frames in the window asked about")
-        gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), hi)
-        answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
-        with answerer.stream(slots, question, state.config.budget, gaps, channel.cancelled) as pieces:
-            for piece in pieces:
-                channel.piece(piece)
-            result = pieces.result()
-        if pieces.stopped_early:
-            log.info("answer cancelled by its client after %d of %d new tokens", result.new_tokens,
-                     max_new_tokens)  # fmt: skip
-            channel.drop()
-            return
+        got = _generate(rt, channel, stream_id, question, max_new_tokens, window)
     except EmptyMemory as e:
         channel.error("empty_memory", str(e))
         return
     except UnknownStreamRecord as e:  # purged while the question waited
         channel.error(e.code, str(e))
         return
+    except OUTAGES:  # the store is down: not the question's fault (the task runs again, from the start)
+        raise
     except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
         channel.error("answer_failed", f"{type(e).__name__}: {e}")
         raise
+    if got is None:
+        channel.drop()
+        return
+    state, result = got
     channel.done(
         answer=result.text,
         tokens_used=result.tokens_used,
@@ -334,6 +374,39 @@ def answer_question(
         latency_s=result.total_s,
         memory_version=state.version,
     )
+
+
+def _generate(
+    rt: Runtime,
+    channel: AnswerChannel,
+    stream_id: str,
+    question: str,
+    max_new_tokens: int,
+    window: list[float | None] | None,
+) -> tuple[MemoryState, Answer] | None:
+    """Generate the answer, its pieces into ``channel``: (the memory read, the answer), or None when its
+    client cancelled it meanwhile. Raises EmptyMemory when there is nothing to answer over."""
+    from model.answerer import EmptyMemory
+    from workers.models import answerer_for
+
+    if not rt.memory.exists(stream_id):
+        raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
+    state = rt.memory.state(stream_id, with_tokens=True)
+    lo, hi = _bounds(window)
+    slots = [s for s in state.as_slots() if s.t1 >= lo and s.t0 <= hi]
+    if not slots:
+        raise EmptyMemory(f"stream {stream_id} has no frames in the window asked about")
+    gaps = prompt_gaps(rt, stream_id, max(lo, slots[0].t0), hi)
+    answerer = answerer_for(rt.backend(), state.config, max_new_tokens)
+    with answerer.stream(slots, question, state.config.budget, gaps, channel.cancelled) as pieces:
+        for piece in pieces:
+            channel.piece(piece)
+        result = pieces.result()
+    if pieces.stopped_early:
+        log.info("answer cancelled by its client after %d of %d new tokens", result.new_tokens,
+                 max_new_tokens)  # fmt: skip
+        return None
+    return state, result
 
 
 def _bounds(window: list[float | None] | None) -> tuple[float, float]:

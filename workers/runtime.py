@@ -31,7 +31,15 @@ if TYPE_CHECKING:
 
 
 class Dispatcher(Protocol):
-    """Runs a pipeline task by name (``ingest``, ``encode``, ``answer``), somewhere, later."""
+    """Runs a pipeline task by name (``ingest``, ``encode``, ``answer``), somewhere, later.
+
+    ``workers.dispatch`` has the two kinds and ``dispatch.runtime_for`` picks one for the settings."""
+
+    @property
+    def in_process(self) -> bool:
+        """Whether the tasks run in this process (thread pools, as in embedded mode): each queue then
+        has a worker, whatever the heartbeats say."""
+        ...
 
     def submit(self, task: str, *args: Any) -> object: ...
 
@@ -83,6 +91,11 @@ class Runtime:
         if shutdown is not None:
             shutdown()
 
+    @property
+    def in_process(self) -> bool:
+        """Whether this process runs the tasks itself: embedded mode, or an in-process dispatcher."""
+        return self.settings.embedded or (self.dispatcher is not None and self.dispatcher.in_process)
+
     def submit(self, task: str, *args: Any) -> None:
         if self.dispatcher is None:
             raise RuntimeError("no dispatcher configured")
@@ -130,20 +143,3 @@ class Runtime:
             policy=s.merge_policy,
             dtype=s.storage_dtype,
         )
-
-
-def runtime_for(settings: Settings, *, trusted_urls: bool = False) -> Runtime:
-    """Embedded mode (no Redis URL): in-memory Redis + in-process thread pools.
-    Distributed mode: the Redis at settings.redis_url + Celery queues.
-    ``trusted_urls``: see ``Runtime.trusted_urls``."""
-    rt = Runtime.create(settings, trusted_urls=trusted_urls)
-    if settings.embedded:
-        from workers.dispatch import InProcessDispatcher
-
-        rt.dispatcher = InProcessDispatcher(rt)
-    else:
-        from workers.celery_app import make_celery
-        from workers.dispatch import CeleryDispatcher
-
-        rt.dispatcher = CeleryDispatcher(make_celery(settings))
-    return rt

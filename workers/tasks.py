@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import uuid
 from functools import lru_cache
 from typing import Any
 
 import redis
-from celery import current_app, shared_task
+from celery import Task, current_app, shared_task
 from celery.exceptions import Reject
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from core.logs import configure_logging
 from core.settings import get_settings
 from workers import pipeline
-from workers.dispatch import CeleryDispatcher
+from workers.dispatch import PUBLISH_PATIENT, CeleryDispatcher
 from workers.health import WorkerBeat
 from workers.runtime import Runtime
 
@@ -63,52 +62,68 @@ def _retire(**_: object) -> None:
 
 @worker_process_init.connect
 def _load_models(**_: object) -> None:
-    """Load the model once per worker process, before the first task (not in the parent: torch + fork)."""
-    queues = set(os.environ.get("VIDMEM_WORKER_QUEUES", "").split(","))
+    """Load the model once per worker process, before the first task (not in the parent: torch + fork).
+    Only processes of the model queues (``Settings.worker_queues``, which ``vidmem worker`` sets) load it."""
+    s = get_settings()
     rt = runtime()
-    if queues & {"encode", "answer"}:
+    if {"encode", "answer"} & set(s.worker_queues):
         import torch
 
-        torch.set_num_threads(max(1, int(os.environ.get("VIDMEM_TORCH_THREADS", str(os.cpu_count() or 1)))))
+        torch.set_num_threads(s.torch_threads or os.cpu_count() or 1)
         rt.backend()
 
 
-OUTAGE_WAIT_S = 120.0
-"""How long a task waits out an unreachable Redis or broker before it gives its message back."""
+class OutageRetry(Task):
+    """A task that waits out an unreachable Redis or broker (``pipeline.OUTAGES``) with Celery's retries:
+    each retry is a new message sent with a growing, jittered countdown (at most ``retry_backoff_max``
+    seconds), so no worker slot sleeps between tries; the pipeline functions are idempotent, so running
+    one again is safe. A wrong password or a forbidden command is a configuration error, not an outage: it
+    fails at once.
 
+    With ``acks_late``, a retry acknowledges the message it replaces once the new one is sent. The new one
+    is sent patiently (``dispatch.PUBLISH_PATIENT``: the broker may be the Redis that is down, and a
+    restart of about 20 s is ridden out), so that a short outage costs seconds, not a visibility timeout.
+    A message whose retry still cannot be sent, or that used up ``max_retries`` (a few minutes), is given
+    back to its queue, as a lost worker's would be: Celery would otherwise drop it (``Reject(requeue=False)``)
+    or fail it. With the broker down the give-back fails too and the message stays unacknowledged; the
+    broker delivers it again after ``task_visibility_timeout_s``."""
 
-def _outlast(fn: Any, *args: Any) -> None:
-    """Run an idempotent pipeline function; while Redis or the broker is unreachable, wait and run it
-    again. Past OUTAGE_WAIT_S, give the message back (requeue; or, with the broker down, it stays unacked
-    and returns after the visibility timeout) instead of failing and acknowledging it."""
-    deadline = time.monotonic() + OUTAGE_WAIT_S
-    delay = 0.5
-    while True:
+    autoretry_for = pipeline.OUTAGES
+    dont_autoretry_for = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
+    retry_backoff = True  # 1, 2, 4... s, each drawn at random below that (full jitter)
+    retry_backoff_max = 5
+    retry_jitter = True
+    max_retries = 40
+    ignore_result = True
+
+    def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
+        if self.request.retries >= self.max_retries:
+            log.warning("%s: store or broker unreachable for %d retries; message given back", self.name,
+                        self.request.retries)  # fmt: skip
+            raise Reject(exc, requeue=True) from exc
+        log.warning("%s: store or broker unreachable (%s); retrying", self.name, exc)
         try:
-            fn(*args)
-            return
-        except pipeline.OUTAGES as e:
-            if isinstance(e, redis.exceptions.AuthenticationError | redis.exceptions.AuthorizationError):
-                raise  # a wrong password is a configuration error, not an outage to wait out
-            if time.monotonic() > deadline:
-                raise Reject(e, requeue=True) from e
-            log.warning("%s: store or broker unreachable (%s); again in %.1f s", fn.__name__, e, delay)
-            time.sleep(delay)
-            delay = min(2 * delay, 5.0)
+            return super().retry(*args, exc=exc, retry_policy=PUBLISH_PATIENT, **kwargs)
+        except Reject as e:  # the retry could not be sent: give the message back instead of dropping it
+            raise Reject(e.reason, requeue=True) from exc
 
 
-@shared_task(name="vidmem.ingest", ignore_result=True)
-def ingest(job_id: str) -> None:
-    # One holder for every attempt of this delivery: a retry after an outage takes its lease straight back.
-    _outlast(pipeline.ingest_video, runtime(), job_id, uuid.uuid4().hex)
+@shared_task(base=OutageRetry, bind=True, name="vidmem.ingest")
+def ingest(self: Task, job_id: str, holder: str | None = None) -> None:
+    """``holder`` names this delivery's hold on the job's lease. The first run draws it and its retries
+    carry it (``Task.retry`` sends the request's kwargs again), so a retry after an outage takes its own
+    lease straight back instead of waiting for it to expire."""
+    if holder is None:
+        holder = self.request.kwargs["holder"] = uuid.uuid4().hex
+    pipeline.ingest_video(runtime(), job_id, holder)
 
 
-@shared_task(name="vidmem.encode", ignore_result=True)
+@shared_task(base=OutageRetry, name="vidmem.encode")
 def encode(job_id: str, stream_id: str, frames_key: str) -> None:
-    _outlast(pipeline.encode_chunk, runtime(), job_id, stream_id, frames_key)
+    pipeline.encode_chunk(runtime(), job_id, stream_id, frames_key)
 
 
-@shared_task(name="vidmem.answer", ignore_result=True)
+@shared_task(base=OutageRetry, name="vidmem.answer")
 def answer(
     stream_id: str,
     request_id: str,
@@ -116,4 +131,5 @@ def answer(
     max_new_tokens: int,
     window: list[float | None] | None = None,
 ) -> None:
+    """A retried answer starts again: its reader turns the second ``start`` into a ``restart`` event."""
     pipeline.answer_question(runtime(), stream_id, request_id, question, max_new_tokens, window)

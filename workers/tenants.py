@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import redis
 
+from core.redis_values import PREFIX, text
+
 TENANT_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 """Tenant names: lowercase, digits, ``_.-``; at most 63 characters (they appear in Redis keys and logs)."""
 
@@ -39,15 +41,11 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 class ApiKeys:
-    """Create, find, list and revoke keys. ``vm:apikey:<sha256>`` holds a key's record, and
-    ``vm:apikeys`` maps each key_id to its hash (for list and revoke)."""
+    """Create, find, list and revoke keys. ``<prefix>:apikey:<sha256>`` holds a key's record, and
+    ``<prefix>:apikeys`` maps each key_id to its hash (for list and revoke)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "vm") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = PREFIX) -> None:
         self.r = client
         self.prefix = prefix
 
@@ -83,7 +81,7 @@ class ApiKeys:
         """The key's record, or None for a malformed, unknown or revoked key."""
         if not _KEY_RE.fullmatch(key):
             return None
-        h = {_s(k): _s(v) for k, v in self.r.hgetall(self._rec(_digest(key))).items()}
+        h = {text(k): text(v) for k, v in self.r.hgetall(self._rec(_digest(key))).items()}
         if "tenant" not in h:
             return None
         return ApiKey(
@@ -93,7 +91,7 @@ class ApiKeys:
     def list(self) -> list[ApiKey]:
         out = []
         for digest in self.r.hvals(self._index()):
-            h = {_s(k): _s(v) for k, v in self.r.hgetall(self._rec(_s(digest))).items()}
+            h = {text(k): text(v) for k, v in self.r.hgetall(self._rec(text(digest))).items()}
             if "tenant" in h:
                 out.append(ApiKey(h["key_id"], h["tenant"], h["name"], float(h["created_at"])))
         return sorted(out, key=lambda k: k.created_at)
@@ -104,7 +102,7 @@ class ApiKeys:
         if not digest:
             return False
         with self.r.pipeline() as p:
-            p.delete(self._rec(_s(digest)))
+            p.delete(self._rec(text(digest)))
             p.hdel(self._index(), key_id)
             p.execute()
         return True
