@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,43 @@ def _wait_up(c: httpx.Client) -> None:
     raise RuntimeError("vidmem serve did not start")
 
 
+@dataclass
+class _Watched:
+    """What the soak saw while it ran: the forced cuts, the most tokens and the worst lag seen."""
+
+    cuts: list[float] = field(default_factory=list)
+    max_tokens: int = 0
+    max_lag: float = 0.0
+    samples: int = 0
+
+
+def _watch(args: argparse.Namespace, c: httpx.Client, cam: RtspCamera, sid: str) -> _Watched:
+    """Poll the stream every 10 s for ``args.minutes``, cutting the camera ``args.disconnects`` times."""
+    total_s = args.minutes * 60
+    every = total_s / (args.disconnects + 1)
+    start = time.monotonic()
+    seen = _Watched()
+    camera_up_since = time.monotonic()
+    while (now := time.monotonic()) - start < total_s:
+        if len(seen.cuts) < args.disconnects and now - start >= every * (len(seen.cuts) + 1):
+            cam.kill()
+            seen.cuts.append(time.time())
+            time.sleep(args.outage_s)
+            cam.start()
+            camera_up_since = time.monotonic()
+        v = c.get(f"/v1/streams/{sid}").json()
+        seen.samples += 1
+        seen.max_tokens = max(seen.max_tokens, v["tokens_used"])
+        if v["state"] == "live" and v["last_frame_time"] and time.monotonic() - camera_up_since > 30:
+            seen.max_lag = max(seen.max_lag, time.time() - v["last_frame_time"])
+        if not args.json:
+            print(f"{(now - start) / 60:5.1f} min {v['state']:12s} sampled={v['frames_sampled']} "
+                  f"encoded={v['frames_encoded']} dropped={v['frames_dropped']} gaps={v['gaps_total']} "
+                  f"tokens={v['tokens_used']}/{v['budget']}", file=sys.stderr, flush=True)  # fmt: skip
+        time.sleep(10)
+    return seen
+
+
 def _run(args: argparse.Namespace, base: str, cam: RtspCamera, pid: int) -> dict[str, Any]:
     c = httpx.Client(base_url=base, timeout=600)
     _wait_up(c)
@@ -102,29 +140,8 @@ def _run(args: argparse.Namespace, base: str, cam: RtspCamera, pid: int) -> dict
     r.raise_for_status()
     sid = r.json()["stream_id"]
     rss_start = _rss_mb(pid)
-    total_s = args.minutes * 60
-    every = total_s / (args.disconnects + 1)
-    start = time.monotonic()
-    cuts: list[float] = []
-    max_tokens, max_lag, samples = 0, 0.0, 0
-    camera_up_since = time.monotonic()
-    while (now := time.monotonic()) - start < total_s:
-        if len(cuts) < args.disconnects and now - start >= every * (len(cuts) + 1):
-            cam.kill()
-            cuts.append(time.time())
-            time.sleep(args.outage_s)
-            cam.start()
-            camera_up_since = time.monotonic()
-        v = c.get(f"/v1/streams/{sid}").json()
-        samples += 1
-        max_tokens = max(max_tokens, v["tokens_used"])
-        if v["state"] == "live" and v["last_frame_time"] and time.monotonic() - camera_up_since > 30:
-            max_lag = max(max_lag, time.time() - v["last_frame_time"])
-        if not args.json:
-            print(f"{(now - start) / 60:5.1f} min {v['state']:12s} sampled={v['frames_sampled']} "
-                  f"encoded={v['frames_encoded']} dropped={v['frames_dropped']} gaps={v['gaps_total']} "
-                  f"tokens={v['tokens_used']}/{v['budget']}", file=sys.stderr, flush=True)  # fmt: skip
-        time.sleep(10)
+    seen = _watch(args, c, cam, sid)
+    cuts, max_tokens, max_lag, samples = seen.cuts, seen.max_tokens, seen.max_lag, seen.samples
     time.sleep(5)
     v = c.get(f"/v1/streams/{sid}").json()
     mem = c.get(f"/v1/streams/{sid}/memory").json()
