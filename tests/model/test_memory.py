@@ -7,8 +7,8 @@ import pytest
 import redis
 
 from model.compressor import BudgetError, layout_cost, plan_sides
-from model.memory import MemoryConfig, TokenMemory, UnknownStream, frames_in
-from model.slots import EncodedFrame
+from model.memory import TokenMemory, UnknownStream
+from model.slots import EncodedFrame, MemoryConfig, frames_in
 from tests.writers import append_concurrently
 
 D = 8
