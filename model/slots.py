@@ -35,12 +35,9 @@ class EncodedFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class Slot:
-    """One memory slot: an s×s token grid covering the time span [t0, t1].
-
-    tokens: [side, side, D]. A single keyframe has t0 == t1 and frames == 1;
-    a temporally merged slot covers frames seq_lo..seq_hi (inclusive, contiguous).
-    """
+class SlotSpan:
+    """What a memory slot covers: the time span [t0, t1], frames seq_lo..seq_hi (inclusive,
+    contiguous), as an s×s grid. A single keyframe has t0 == t1 and frames == 1."""
 
     slot_id: int
     t0: float
@@ -48,12 +45,18 @@ class Slot:
     seq_lo: int
     seq_hi: int
     side: int
-    tokens: np.ndarray
-    text_tokens: int = 0  # the timestamp-text tokens the memory accounted for (0: not given)
 
     @property
     def frames(self) -> int:
         return self.seq_hi - self.seq_lo + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Slot(SlotSpan):
+    """One memory slot with its tokens: [side, side, D]."""
+
+    tokens: np.ndarray
+    text_tokens: int = 0  # the timestamp-text tokens the memory accounted for (0: not given)
 
     @property
     def n_tokens(self) -> int:
@@ -96,22 +99,12 @@ class MemoryConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SlotInfo:
-    """A slot's metadata without its tokens."""
+class SlotInfo(SlotSpan):
+    """A slot's metadata without its tokens, as the memory stores it."""
 
-    slot_id: int
-    t0: float
-    t1: float
-    seq_lo: int
-    seq_hi: int
-    side: int
     wall0: float | None = None
     wall1: float | None = None
     text: int = 0  # tokens of its timestamp text in the prompt
-
-    @property
-    def frames(self) -> int:
-        return self.seq_hi - self.seq_lo + 1
 
     def to_json(self) -> str:
         return json.dumps(
