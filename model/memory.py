@@ -66,9 +66,10 @@ class UnknownStream(VidmemError, KeyError):
 
 
 class MemoryBusy(VidmemError):
-    """A transaction lost ``MAX_ATTEMPTS`` optimistic tries in a row to concurrent writers."""
+    """A transaction lost ``MAX_ATTEMPTS`` optimistic tries in a row to concurrent writers: the store
+    cannot take this write now (the API's 503 ``store_unavailable``); trying again later helps."""
 
-    code = "memory_busy"
+    code = "store_unavailable"
     status = 503
     retry_after_s = 1
 
@@ -206,7 +207,7 @@ class TokenMemory:
                 read.hgetall(self.key(sid, part))
             read.hkeys(self.key(sid, "pending"))
             meta, slots, pairs, pending = read.execute()
-        return _Snapshot(_texts(meta), slots, pairs, {int(k) for k in pending})
+        return _Snapshot(_decode(meta), slots, pairs, {int(k) for k in pending})
 
     def _append_once(self, pipe: Any, sid: str, frames: Sequence[EncodedFrame]) -> int:
         snap = self._snapshot(sid)  # after WATCH: any later write makes our EXEC fail
@@ -284,7 +285,7 @@ class TokenMemory:
 
     def _read_state(self, pipe: Any, sid: str, with_tokens: bool) -> MemoryState:
         """The state read through the watched ``pipe``; its empty EXEC fails if a writer committed."""
-        meta = _texts(pipe.hgetall(self.key(sid, "meta")))
+        meta = _decode(pipe.hgetall(self.key(sid, "meta")))
         if not meta:
             raise UnknownStream(sid)
         cfg = _config_from_meta(meta)
@@ -334,13 +335,13 @@ class TokenMemory:
         return int(sum(sizes)) + sum(len(k) + len(v) for h in hashes for k, v in h.items())
 
 
-def _texts(meta: dict[Any, Any]) -> dict[str, str]:
+def _decode(meta: dict[Any, Any]) -> dict[str, str]:
     """A Redis hash reply with its keys and values as text."""
     return {text(k): text(v) for k, v in meta.items()}
 
 
 def _config_from_meta(meta: dict[Any, Any]) -> MemoryConfig:
-    m = _texts(meta)
+    m = _decode(meta)
     dtype: StorageDtype = "float32" if m["dtype"] == "float32" else "float16"
     return MemoryConfig(
         budget=int(m["budget"]),

@@ -194,6 +194,7 @@ def test_a_read_retries_while_writers_commit_and_gives_up_after_max_attempts(
     assert mem.state("s", with_tokens=True).version == 3 and len(calls) == 4
     monkeypatch.setattr(memory, "MAX_ATTEMPTS", 2)
     calls[:] = [1]  # every try from now on loses to a writer
-    with pytest.raises(MemoryBusy, match="2 tries"):
+    with pytest.raises(MemoryBusy, match="2 tries") as busy:
         mem.state("s")
     assert len(calls) == 3
+    assert (busy.value.code, busy.value.status, busy.value.retry_after_s) == ("store_unavailable", 503, 1)
