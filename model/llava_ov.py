@@ -23,7 +23,6 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -35,8 +34,6 @@ from core.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL
 from model import compressor
 from model.presets import SIGLIP_MEAN, SIGLIP_STD, resolve_model
 from model.runtime import DtypeName, pick_device, pick_dtype
-
-Parts = Literal["vision", "all"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,16 +50,10 @@ class LlavaOVConfig:
     """Weights and activations; ``auto`` is bf16 on cuda, fp32 on cpu."""
     max_batch: int = 8
     """Frames per vision-tower forward (batches above 8 gain nothing on CPU)."""
-    parts: Parts = "all"
-    """``all``: the whole model on ``device``. ``vision``: only the vision tower and projector
-    go to ``device`` (an encode-only worker); the LLM stays on the CPU, unused, and answering
-    with this backend is refused."""
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.parts not in ("vision", "all"):
-            raise ValueError(f"parts must be 'vision' or 'all', got {self.parts!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +105,8 @@ class LlavaOVBackend:
         self.s_max: int = math.ceil(self.grid / 2)
         self.dim: int = int(self.model.config.text_config.hidden_size)
 
-        core = self.model.model
-        if self.config.parts == "all":
-            self.model.to(self.device)
-        else:
-            core.vision_tower.to(self.device)
-            core.multi_modal_projector.to(self.device)
-        self.image_newline: np.ndarray = core.image_newline.detach().float().cpu().numpy()
+        self.model.to(self.device)
+        self.image_newline: np.ndarray = self.model.model.image_newline.detach().float().cpu().numpy()
         """[dim] float32: appended once after all frames of a video, as LLaVA-OV does."""
         mean = torch.tensor(self.norm.mean, dtype=torch.float32, device=self.device)
         std = torch.tensor(self.norm.std, dtype=torch.float32, device=self.device)
@@ -128,9 +114,7 @@ class LlavaOVBackend:
 
     @property
     def lm(self) -> LlavaOnevisionForConditionalGeneration:
-        """The full model, for prompts and generation (``parts == "all"`` only)."""
-        if self.config.parts != "all":
-            raise RuntimeError("this backend was loaded with parts='vision'; it cannot answer")
+        """The full model, for prompts and generation."""
         return self.model
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 from jinja2 import TemplateError
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from core.errors import VidmemError
 from model import compressor
 from model.compressor import BudgetError
 from model.slots import Slot
@@ -32,8 +33,11 @@ from model.slots import Slot
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
-class EmptyMemory(ValueError):
+class EmptyMemory(VidmemError, ValueError):
     """There are no slots to answer from (nothing has been encoded yet)."""
+
+    code = "empty_memory"
+    status = 409
 
 
 class PromptError(ValueError):

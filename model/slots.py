@@ -1,10 +1,21 @@
-"""Small value objects of the token memory. numpy only: importable without torch."""
+"""Small value objects of the token memory: frames in, slots out, a memory's config and state.
+
+numpy only (with the pure ``compressor`` and ``merge``): importable without torch or Redis.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+
+from model.compressor import layout_cost, max_slots
+from model.merge import get_policy
+
+StorageDtype = Literal["float16", "float32"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,12 +35,9 @@ class EncodedFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class Slot:
-    """One memory slot: an s×s token grid covering the time span [t0, t1].
-
-    tokens: [side, side, D]. A single keyframe has t0 == t1 and frames == 1;
-    a temporally merged slot covers frames seq_lo..seq_hi (inclusive, contiguous).
-    """
+class SlotSpan:
+    """What a memory slot covers: the time span [t0, t1], frames seq_lo..seq_hi (inclusive,
+    contiguous), as an s×s grid. A single keyframe has t0 == t1 and frames == 1."""
 
     slot_id: int
     t0: float
@@ -37,13 +45,103 @@ class Slot:
     seq_lo: int
     seq_hi: int
     side: int
-    tokens: np.ndarray
-    text_tokens: int = 0  # the timestamp-text tokens the memory accounted for (0: not given)
 
     @property
     def frames(self) -> int:
         return self.seq_hi - self.seq_lo + 1
 
+
+@dataclass(frozen=True, slots=True)
+class Slot(SlotSpan):
+    """One memory slot with its tokens: [side, side, D]."""
+
+    tokens: np.ndarray
+    text_tokens: int = 0  # the timestamp-text tokens the memory accounted for (0: not given)
+
     @property
     def n_tokens(self) -> int:
         return self.side * self.side
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    """Per-stream memory parameters, fixed when the memory is created.
+
+    budget:      max prompt tokens of the memory (visual tokens + per-slot timestamp text).
+    s_max:       the backend's native grid side (14 for LLaVA-OneVision video).
+    dim:         token width D.
+    text_tokens: the most tokens one slot's timestamp text may take (0: no timestamps, the
+                 paper's pure rule). Each frame brings its own exact count (``EncodedFrame``).
+    min_side:    smallest grid side before slots merge temporally.
+    policy:      merge policy name (``merge.POLICIES``).
+    dtype:       storage dtype of the tokens.
+    """
+
+    budget: int
+    s_max: int
+    dim: int
+    text_tokens: int = 0
+    min_side: int = 1
+    policy: str = "similar"
+    dtype: StorageDtype = "float16"
+
+    def __post_init__(self) -> None:
+        if self.s_max < 1 or self.dim < 1 or not 1 <= self.min_side <= self.s_max:
+            raise ValueError(f"bad memory geometry: {self}")
+        if max_slots(self.budget, self.text_tokens, self.min_side) < 2:
+            raise ValueError(f"budget {self.budget} holds fewer than 2 slots at side {self.min_side}")
+        get_policy(self.policy)
+
+    @property
+    def max_slots(self) -> int:
+        """The most slots the memory can ever hold (every timestamp at its cheapest, 1 token)."""
+        return max_slots(self.budget, 1 if self.text_tokens else 0, self.min_side)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotInfo(SlotSpan):
+    """A slot's metadata without its tokens, as the memory stores it."""
+
+    wall0: float | None = None
+    wall1: float | None = None
+    text: int = 0  # tokens of its timestamp text in the prompt
+
+    def to_json(self) -> str:
+        return json.dumps(
+            [self.t0, self.t1, self.seq_lo, self.seq_hi, self.side, self.wall0, self.wall1, self.text]
+        )
+
+    @classmethod
+    def from_json(cls, slot_id: int, raw: bytes | str) -> SlotInfo:
+        t0, t1, lo, hi, side, w0, w1, text = json.loads(raw)
+        return cls(slot_id, t0, t1, lo, hi, side, w0, w1, text)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryState:
+    """A consistent view of one stream's memory. ``slots`` in time order."""
+
+    stream_id: str
+    config: MemoryConfig
+    version: int
+    next_seq: int
+    side: int
+    slots: tuple[SlotInfo, ...]
+    tokens: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def tokens_used(self) -> int:
+        return layout_cost([s.side for s in self.slots], [s.text for s in self.slots])
+
+    def as_slots(self) -> list[Slot]:
+        """The slots with their tokens (requires a state read with tokens)."""
+        return [
+            Slot(s.slot_id, s.t0, s.t1, s.seq_lo, s.seq_hi, s.side, self.tokens[s.slot_id], s.text)
+            for s in self.slots
+        ]
+
+
+def frames_in(state: MemoryState) -> Iterable[int]:
+    """Every frame sequence number the memory covers, in order (for checks and tests)."""
+    for s in state.slots:
+        yield from range(s.seq_lo, s.seq_hi + 1)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.errors import VidmemError
 from model.answerer import (
     AnswerConfig,
     Answerer,
@@ -92,6 +93,12 @@ def test_budget_errors(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
         build_prompt(tiny_backend, [], QUESTION, PromptConfig())
     with pytest.raises(EmptyMemory):
         Answerer(tiny_backend, PromptConfig()).stream([], QUESTION, budget=100)
+
+
+def test_empty_memory_is_a_vidmem_error_and_a_value_error() -> None:
+    e = EmptyMemory("nothing yet")
+    assert isinstance(e, VidmemError) and isinstance(e, ValueError)
+    assert (e.code, e.status, str(e)) == ("empty_memory", 409, "nothing yet")
 
 
 def test_streaming_matches_the_plain_answer(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:

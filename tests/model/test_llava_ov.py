@@ -83,14 +83,12 @@ def test_pool_and_llm_embeds(tiny_backend: LlavaOVBackend, frames: np.ndarray) -
         tiny_backend.to_llm_embeds(np.zeros((3, 32), np.float32))
 
 
-def test_bf16_on_cpu_and_vision_only_parts(tiny_cache: Path, tiny_path: str, frames: np.ndarray) -> None:
-    cfg = LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="bfloat16", parts="vision")
+def test_bf16_on_cpu(tiny_cache: Path, tiny_path: str, frames: np.ndarray) -> None:
+    cfg = LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="bfloat16")
     backend = LlavaOVBackend(cfg)
     assert backend.dtype == torch.bfloat16
     tokens = backend.encode(frames[:2])
     assert tokens.dtype == np.float32 and tokens.shape == (2, 14, 14, 64) and np.isfinite(tokens).all()
-    with pytest.raises(RuntimeError, match="parts='vision'"):
-        _ = backend.lm
 
 
 def test_config_defaults_and_validation() -> None:

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import redis
 
+from core.errors import VidmemError
+from model import memory
 from model.compressor import BudgetError, layout_cost, plan_sides
-from model.memory import MemoryConfig, TokenMemory, UnknownStream, frames_in
-from model.slots import EncodedFrame
+from model.memory import MemoryBusy, TokenMemory, UnknownStream
+from model.slots import EncodedFrame, MemoryConfig, MemoryState, frames_in
 from tests.writers import append_concurrently
 
 D = 8
@@ -162,3 +164,37 @@ def test_concurrent_writers_share_one_memory(fake_redis: redis.Redis) -> None:
     append_concurrently(lambda: mem, "s", batches, lambda q: frame(q, 4), workers=4)
     check(mem, "s", n)
     assert mem.pending_seqs("s") == []
+
+
+def test_unknown_stream_is_a_vidmem_error_and_a_key_error() -> None:
+    e = UnknownStream("cam")
+    assert isinstance(e, VidmemError) and isinstance(e, KeyError)
+    assert (e.code, e.status, str(e)) == ("unknown_stream", 404, "unknown stream 'cam'")
+
+
+def test_a_read_retries_while_writers_commit_and_gives_up_after_max_attempts(
+    fake_redis: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mem = TokenMemory(fake_redis)
+    mem.create("s", MemoryConfig(budget=50, s_max=4, dim=D))
+    mem.append("s", [frame(0, 4)])
+    read = TokenMemory._read_state
+    calls: list[int] = []
+
+    def racing(self: TokenMemory, pipe: object, sid: str, with_tokens: bool) -> MemoryState:
+        calls.append(1)
+        out = read(self, pipe, sid, with_tokens)
+        if len(calls) == 1:
+            raise memory._Stale  # a token blob a writer had just replaced
+        if len(calls) <= 3:
+            fake_redis.hincrby(mem.key(sid, "meta"), "version", 1)  # a writer commits before EXEC
+        return out
+
+    monkeypatch.setattr(TokenMemory, "_read_state", racing)
+    assert mem.state("s", with_tokens=True).version == 3 and len(calls) == 4
+    monkeypatch.setattr(memory, "MAX_ATTEMPTS", 2)
+    calls[:] = [1]  # every try from now on loses to a writer
+    with pytest.raises(MemoryBusy, match="2 tries") as busy:
+        mem.state("s")
+    assert len(calls) == 3
+    assert (busy.value.code, busy.value.status, busy.value.retry_after_s) == ("store_unavailable", 503, 1)

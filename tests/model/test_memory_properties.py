@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from model.compressor import plan_sides
-from model.memory import MemoryConfig, TokenMemory, frames_in
-from model.slots import EncodedFrame
+from model.memory import TokenMemory
+from model.slots import EncodedFrame, MemoryConfig, frames_in
 from tests.writers import append_concurrently
 
 D = 4
