@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
+from api.middleware import HttpMiddleware
 
 
 class _TooLarge(HTTPException):
@@ -23,18 +24,15 @@ class _TooLarge(HTTPException):
         super().__init__(413, f"request body over {size}")
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     upload_path = "/v1/videos"
 
     def __init__(self, app: ASGIApp, max_upload_bytes: int, max_body_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_upload_bytes = max_upload_bytes
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
         # Only an upload takes a large body: multipart to the upload route, nothing else.
         ctype = headers.get(b"content-type", b"").strip().lower()

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
+from api.middleware import HttpMiddleware
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FOREIGN_SITES = frozenset({b"cross-site", b"same-site"})
@@ -57,19 +58,16 @@ def is_loopback_name(host: str) -> bool:
         return False
 
 
-class OriginGuard:
+class OriginGuard(HttpMiddleware):
     """``allowed_hosts``: the names answered besides loopback, or None to answer any ``Host``.
     ``same_origin_only``: refuse cross-site requests as described in the module's docstring."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] | None, same_origin_only: bool) -> None:
-        self.app = app
+        super().__init__(app)
         self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
         self.same_origin_only = same_origin_only
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
         host_header = headers.get(b"host", b"").decode("latin-1")
         refusal = self._bad_host(host_header)

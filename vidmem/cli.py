@@ -41,6 +41,13 @@ def _model_ok(settings: Settings) -> bool:
     return problem is None
 
 
+def _redis_url(settings: Settings, who: str) -> str | None:
+    """The Redis URL of the distributed mode, which ``who`` needs; None (and said) when none is set."""
+    if settings.redis_url is None:
+        say(f"{who} needs --redis-url or VIDMEM_REDIS_URL")
+    return settings.redis_url
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.embedded and not _model_ok(settings):  # distributed mode: the model workers load it
@@ -178,14 +185,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         say(f"unknown queues {bad}; choose from {','.join(QUEUES)}")
         return 2
     settings = _settings(args)
-    if settings.redis_url is None:
-        say("a worker needs --redis-url or VIDMEM_REDIS_URL")
+    url = _redis_url(settings, "a worker")
+    if url is None:
         return 2
     if {"encode", "answer"} & set(queues) and not _model_ok(settings):  # the queues that load the model
         return 2
     configure_logging(settings.log_format, args.loglevel or settings.log_level)
     # Worker child processes read these as their Settings (get_settings, in worker_process_init).
-    os.environ["VIDMEM_REDIS_URL"] = settings.redis_url
+    os.environ["VIDMEM_REDIS_URL"] = url
     os.environ["VIDMEM_MODEL"] = settings.model
     os.environ["VIDMEM_WORKER_QUEUES"] = ",".join(queues)
     app = make_celery(settings)
@@ -205,8 +212,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from workers.live import LiveSupervisor
 
     settings = _settings(args)
-    if settings.redis_url is None:
-        say("an ingest process needs --redis-url or VIDMEM_REDIS_URL")
+    if _redis_url(settings, "an ingest process") is None:
         return 2
     configure_logging(settings.log_format, settings.log_level)
     sup = LiveSupervisor(runtime_for(settings), name=args.name)
@@ -229,10 +235,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from workers.tenants import ApiKeys
 
     settings = _settings(args)
-    if settings.redis_url is None:
-        say("API keys live in Redis: give --redis-url or VIDMEM_REDIS_URL (the embedded mode needs no keys)")
+    url = _redis_url(settings, "API keys (the embedded mode needs none)")
+    if url is None:
         return 2
-    keys = ApiKeys(redis.Redis.from_url(settings.redis_url))
+    keys = ApiKeys(redis.Redis.from_url(url))
     if args.action == "create":
         try:
             rec, key = keys.create(args.tenant, args.name or "")
