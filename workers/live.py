@@ -13,15 +13,16 @@ URL (it reconnects by itself and records gaps), or a ``stream.webrtc.TrackSource
 else: when it ends (the browser left, or the watchdog saw no frames) the reader hands over what is left
 and marks the stream "done"; a supervisor that only adopts (``claim=False``: a distributed API process)
 never claims URL streams.
-Frames get the stream's own sequence numbers (continuing the previous reader's) and stream times
-``pts = wall_time - created_at``, so times agree whichever process read them. When encoders fall behind
+A feed gives raw frames (``stream.frames.RawFrame``: image, wall time, time shown, source time). The
+hand-over alone numbers them (``stream.timeline.number``): the stream's own sequence numbers (continuing
+the previous reader's) and stream times ``pts = shown_wall - created_at``, so times agree whichever
+process read them. When encoders fall behind
 (more than ``live_inflight`` frames handed over but not yet in the memory) the reader stops taking frames,
 the source's bounded queue fills, and the source drops (and counts) new ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -29,14 +30,18 @@ import socket
 import threading
 import uuid
 
+import redis
+
 from core.logs import in_log_context, log_context
 from stream.errors import SourceError
-from stream.frames import Frame
-from stream.live import LiveSource, is_hls_url
+from stream.frames import Frame, RawFrame
+from stream.live import LiveSource
 from stream.live_types import FrameFeed, Gap, LiveConfig, LiveStats
+from stream.timeline import number
 from workers import health, metrics
 from workers.lease import Lease, LeaseLost
 from workers.live_records import NotOwner
+from workers.queues import BrokerUnavailable
 from workers.records import UnknownStreamRecord
 from workers.runtime import Runtime
 
@@ -48,6 +53,10 @@ TAKEOVER = "the stream's reader changed (an ingest process stopped or lost its l
 
 BACKOFF_INITIAL_S = 0.5
 """First wait before reopening a lost live source (it doubles per failed attempt)."""
+
+HANDOVER_ERRORS = (redis.RedisError, NotOwner, BrokerUnavailable)
+"""What a hand-over meets when it is not a bug: Redis or the broker away for a moment, or the stream's
+lease or sequence taken by another reader (or the stream stopped)."""
 
 
 def live_config(rt: Runtime, fps: float) -> LiveConfig:
@@ -67,31 +76,6 @@ def live_config(rt: Runtime, fps: float) -> LiveConfig:
     )
 
 
-class SourceClock:
-    """Wall-clock times of HLS frames from their own timestamps.
-
-    FFmpeg delivers a whole HLS segment (on opening, about three) in one burst, so the time a frame was
-    decoded says little about when it was shown. The first frame of a timeline anchors the decoder's
-    clock to the wall clock; later frames are ``anchor_wall + (source_time - anchor_source)``. A
-    timeline starts again when the timestamps go back or jump more than ``JUMP_S`` ahead.
-    """
-
-    JUMP_S = 10.0
-
-    def __init__(self) -> None:
-        self._anchor: tuple[float, float] | None = None  # (wall, source time)
-        self._last = 0.0
-
-    def wall(self, f: Frame) -> float | None:
-        if f.source_time is None or f.wall_time is None:
-            return f.wall_time
-        t = f.source_time
-        if self._anchor is None or t < self._last or t - self._last > self.JUMP_S:
-            self._anchor = (f.wall_time, t)
-        self._last = t
-        return self._anchor[0] + (t - self._anchor[1])
-
-
 class StreamReader:
     """Reads one live stream for as long as this process holds its lease.
 
@@ -105,11 +89,8 @@ class StreamReader:
         self.rt, self.sid, self.lease, self.owner = rt, sid, lease, owner
         self.rec = rt.records.stream(sid)
         self.resumable = source is None
-        self._clock: SourceClock | None = None
         if source is None:
-            url = rt.live.url(sid)
-            source = LiveSource(url, live_config(rt, self.rec.fps))
-            self._clock = SourceClock() if is_hls_url(url) else None
+            source = LiveSource(rt.live.url(sid), live_config(rt, self.rec.fps))
         self.source = source
         status = rt.live.status(sid)
         self.next_seq = status.frames_sampled
@@ -117,7 +98,7 @@ class StreamReader:
         self._resume_wall = status.last_frame_wall  # the previous reader's last frame, if any
         self._reported = LiveStats()
         self._drained = False  # the feed ended and every frame it gave was handed over
-        self._unsent: list[Frame] = []  # a batch whose hand-over failed, to send again (``_resync``)
+        self._unsent: list[RawFrame] = []  # a batch whose hand-over failed, to send again (``_resync``)
         self._stop = threading.Event()
         run = in_log_context(self._run, stream_id=sid, tenant=self.rec.tenant)
         self._thread = threading.Thread(target=run, name=f"vidmem-live-{sid[:8]}", daemon=True)
@@ -181,7 +162,7 @@ class StreamReader:
         if not self.resumable:
             try:
                 self.rt.records.set_stream_state(self.sid, "done")
-            except Exception:
+            except redis.RedisError:
                 log.exception("stream %s: could not mark it done", self.sid)
         if release:
             self.lease.release()
@@ -212,41 +193,46 @@ class StreamReader:
             last_error=st.last_error,
             resolution=st.resolution,
         )
-        state = st.state
-        if state == "connecting" and (self.next_seq or st.frames_sampled):
-            state = "reconnecting"  # a reader that took over is reconnecting the stream, not connecting it
-        if state != "stopped" and state != "ended":
-            self.rt.records.set_stream_state(self.sid, state)
+        if st.state != "stopped" and st.state != "ended":  # the source's own word; the view judges the rest
+            self.rt.records.set_stream_state(self.sid, st.state)
         metrics.record(self.rt.redis, *metrics.live_counts(self.rec.kind, increments))
         self._reported = st
 
     # ---- hand-over thread ----
 
     def _run(self) -> None:
-        """Hand frames over until stopped, or the feed is drained. A resumable reader that fails exits
-        (the supervisor, or another process, starts a new one); one that holds a feed nobody else can
-        read retries every second, re-reading where the stream's sequence stands."""
-        retry = False
+        """The hand-over thread's body: hand frames over until stopped or the feed is drained."""
         try:
-            while not self._stop.is_set():
-                try:
-                    if retry:
-                        self._resync()
-                    self._resend_inflight()
-                    self._loop()
-                    return
-                except Exception as e:
-                    if self.resumable or self._over():
-                        if isinstance(e, NotOwner):
-                            log.warning("%s", e)
-                        else:
-                            log.exception("stream %s: reader failed; it will be restarted", self.sid)
-                        return
-                    log.exception("stream %s: hand-over failed; retrying", self.sid)
-                    retry = True
-                    self._stop.wait(1.0)
+            self._hand_over_all()
+        except Exception:  # the thread's boundary: a bug ends the reader, logged, never silently
+            what = "it will be restarted" if self.resumable else "its stream ends"
+            log.exception("stream %s: reader failed (a bug); %s", self.sid, what)
         finally:
             self._stop.set()
+
+    def _hand_over_all(self) -> None:
+        """Hand frames over until stopped, or the feed is drained. A resumable reader whose hand-over
+        fails (HANDOVER_ERRORS) returns (the supervisor, or another process, starts a new one); one that
+        holds a feed nobody else can read retries every second, re-reading where the stream's sequence
+        stands, until the stream is stopped or deleted."""
+        retry = False
+        while not self._stop.is_set():
+            try:
+                if retry:
+                    self._resync()
+                self._resend_inflight()
+                self._loop()
+                return
+            except HANDOVER_ERRORS as e:
+                if self.resumable or self._over():
+                    if isinstance(e, NotOwner):
+                        log.warning("%s", e)
+                    else:
+                        log.exception("stream %s: reader failed; it will be restarted", self.sid)
+                    return
+                log.exception("stream %s: hand-over failed; retrying", self.sid)
+                retry = True
+                self._stop.wait(1.0)
 
     def _resync(self) -> None:
         """After a failed hand-over: continue from the stream's recorded sequence and time. A batch whose
@@ -259,12 +245,13 @@ class StreamReader:
             self.last_pts = max(self.last_pts, status.last_pts)
 
     def _over(self) -> bool:
-        """Whether the stream was stopped or deleted (then a refused hand-over is final)."""
+        """Whether the stream was stopped or deleted (then a refused hand-over is final); not while Redis
+        cannot say (the hand-over is retried). Anything else is a bug, and ends the reader."""
         try:
             return self.rt.records.stream(self.sid).state == "stopped"
         except UnknownStreamRecord:
             return True
-        except Exception:
+        except redis.RedisError:
             return False
 
     def _loop(self) -> None:
@@ -290,24 +277,16 @@ class StreamReader:
                 batch.append(more)
             self._hand_over(batch)
 
-    def _hand_over(self, batch: list[Frame]) -> None:
-        """Number, time and dispatch ``batch``; if the dispatch fails it is kept in ``_unsent`` (and
+    def _hand_over(self, batch: list[RawFrame]) -> None:
+        """Number and dispatch ``batch``; if the dispatch fails it is kept in ``_unsent`` (and
         ``_resync`` decides whether it was stored after all)."""
-        created = self.rec.created_at
-        frames = []
-        last_pts = self.last_pts
-        for i, f in enumerate(batch):
-            wall = self._clock.wall(f) if self._clock is not None else f.wall_time
-            if wall is None:
-                wall = created + f.pts
-            last_pts = max(wall - created, last_pts + 1e-3)  # strictly increasing across readers
-            frames.append(dataclasses.replace(f, seq=self.next_seq + i, pts=last_pts, wall_time=wall))
+        frames = number(batch, self.next_seq, self.last_pts, self.rec.created_at)
         try:
             key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
-        except Exception:
+        except HANDOVER_ERRORS:
             self._unsent = batch
             raise
-        self.last_pts = last_pts
+        self.last_pts = frames[-1].pts
         self.next_seq += len(frames)
         self.rt.submit("encode", "", self.sid, key)
         metrics.record(self.rt.redis, metrics.inc(metrics.FRAMES_SAMPLED, len(frames), kind=self.rec.kind))
@@ -358,15 +337,18 @@ class LiveSupervisor:
             while True:
                 try:
                     self.tick()
-                except Exception:
+                except redis.RedisError:
                     log.exception("live supervisor: heartbeat failed; retrying")
                 if self._stop.wait(self.rt.settings.live_heartbeat_s):
                     break
+        except Exception:  # a bug: the supervisor ends (closing its readers below), logged, then raises
+            log.exception("live supervisor failed")
+            raise
         finally:
             if self.claim:
                 try:
                     health.drop_beat(self.rt.redis, self.beat_name)
-                except Exception:  # it expires by itself
+                except redis.RedisError:  # it expires by itself
                     log.warning("live supervisor: could not remove its heartbeat")
             with self._lock:
                 readers, self.readers = list(self.readers.values()), {}
@@ -411,7 +393,7 @@ class LiveSupervisor:
             try:
                 with log_context(stream_id=sid):
                     alive = reader.heartbeat()
-            except Exception:
+            except redis.RedisError:
                 log.exception("stream %s: heartbeat failed", sid)
                 alive = True  # Redis hiccup: the lease outlives a few missed beats
             if not alive:
@@ -426,7 +408,7 @@ class LiveSupervisor:
             if sid not in self.readers:
                 try:
                     self._claim(sid)
-                except Exception:
+                except redis.RedisError:
                     log.exception("stream %s: could not start reading it", sid)
 
     def _claim(self, sid: str) -> None:
@@ -451,7 +433,8 @@ class LiveSupervisor:
 
 
 def _close_quietly(reader: StreamReader) -> None:
+    """Close a reader at shutdown; Redis away only means its lease expires by itself."""
     try:
         reader.close(release=True)
-    except Exception:
+    except redis.RedisError:
         log.exception("stream %s: closing its reader failed", reader.sid)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import VidmemError
-from stream.file_source import VideoInfo, probe, sample_frames
+from stream.probe import VideoInfo, probe
+from stream.sampling import sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
