@@ -69,6 +69,7 @@ The default (5 s) made an RTSP open take 2-3 s on loopback; this one takes about
 ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
 
+
 def live_input(url: str, config: LiveConfig) -> Source:
     """How a live URL is opened, by ``LiveSource`` and ``check_live`` alike: ``config.allowed_schemes``,
     open timeout ``open_timeout_s``, socket and read timeout ``read_timeout_s`` (``hls_read_timeout_s``
@@ -277,7 +278,9 @@ class LiveSource(QueuedFeed):
             self._count(frames_skipped_similar=1)
             return
         image = to_rgb(vf, rgb, self.config.size)
-        frame = RawFrame(image, wall_time=wall, shown_wall=shown, source_time=source_time, keyframe=vf.key_frame)
+        frame = RawFrame(
+            image, wall_time=wall, shown_wall=shown, source_time=source_time, keyframe=vf.key_frame
+        )
         if self._offer(frame):
             self._similar.accept()
 

@@ -1,6 +1,7 @@
-"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, HLS frame times
-come from the stream's clock, not from when a burst was decoded, and a feed only this process can read
-(a WebRTC track) survives Redis hiccups, hands over everything it queued, and ends its stream."""
+"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, and a feed only
+this process can read (a WebRTC track) survives Redis hiccups, hands over everything it queued, and ends
+its stream. (That HLS frame times come from the stream's clock is tested with the timeline:
+tests/stream/test_stream_timeline.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import redis
 
 from core.settings import Settings
 from stream.feed import QueuedFeed
-from stream.frames import Frame
+from stream.frames import RawFrame
 from workers import service
-from workers.live import LiveSupervisor, SourceClock
+from workers.live import LiveSupervisor
 from workers.runtime import Runtime
 from workers.tenants import LOCAL_TENANT
 
@@ -43,26 +44,6 @@ def test_a_failed_beat_is_retried(fake_redis: redis.Redis) -> None:
     assert not sup.alive
 
 
-def _f(source_time: float | None, wall: float) -> Frame:
-    return Frame(seq=0, pts=0.0, image=np.zeros((2, 2, 3), np.uint8), wall_time=wall, source_time=source_time)
-
-
-def test_hls_times_follow_the_stream_clock() -> None:
-    clock = SourceClock()
-    # A burst: three segments' frames decoded within a few ms keep their own spacing.
-    assert [clock.wall(_f(10.0 + i, 1000.0 + i * 0.001)) for i in range(4)] == [
-        1000.0,
-        1001.0,
-        1002.0,
-        1003.0,
-    ]
-    # A new timeline (the producer restarted: timestamps go back) re-anchors at the frame's wall time.
-    assert clock.wall(_f(1.0, 1050.0)) == 1050.0 and clock.wall(_f(2.0, 1050.1)) == 1051.0
-    # So does a jump ahead (a long outage), and a frame without a decoder time keeps its wall time.
-    assert clock.wall(_f(500.0, 1200.0)) == 1200.0
-    assert clock.wall(_f(None, 1300.0)) == 1300.0
-
-
 class _Feed(QueuedFeed):
     """A FrameFeed the test fills by hand (as a WebRTC track would), and ends."""
 
@@ -85,7 +66,7 @@ class _Feed(QueuedFeed):
             seq = self.stats.frames_sampled
             wall = self.t0 + seq * 0.5
             self._update(state="live", last_frame_wall=wall)
-            self._offer(Frame(seq=seq, pts=seq * 0.5, image=np.zeros((4, 4, 3), np.uint8), wall_time=wall))
+            self._offer(RawFrame(np.zeros((4, 4, 3), np.uint8), wall_time=wall, shown_wall=wall))
 
     def end(self) -> None:
         self._update(state="ended", last_error="the browser closed the connection")
