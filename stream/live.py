@@ -57,8 +57,7 @@ from stream.frames import RawFrame
 from stream.live_types import Backoff, Gap, LiveConfig
 from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, SimilarFrames, to_rgb
 from stream.timeline import SourceTimeline
-from stream.urls import is_hls_url as is_hls_url  # re-exported (workers.live and tests import it here)
-from stream.urls import redact
+from stream.urls import is_hls_url, redact
 
 logger = logging.getLogger(__name__)
 

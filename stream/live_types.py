@@ -33,7 +33,7 @@ class LiveConfig:
     hls_read_timeout_s: the same for HLS (> 0). A healthy HLS read blocks until the next segment appears
                        and FFmpeg has reloaded the playlist (every target duration, then every half of
                        it): up to about 1.5 segment lengths, so this must exceed that. Chosen by URL (a
-                       path ending in .m3u8 or .m3u, see ``stream.live.is_hls_url``) for the read timeout
+                       path ending in .m3u8 or .m3u, see ``stream.urls.is_hls_url``) for the read timeout
                        given to FFmpeg at open, and by container format for LiveSource's own stall check.
                        An HLS feed at another URL still gets ``read_timeout_s`` from FFmpeg: give such a
                        feed a ``read_timeout_s`` above 1.5 segment lengths.

@@ -8,8 +8,9 @@ import random
 
 import pytest
 
-from stream.live import is_hls_url, live_input
+from stream.live import live_input
 from stream.live_types import Backoff, LiveConfig
+from stream.urls import is_hls_url
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,13 @@ tests/stream/test_stream_timeline.py.)"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import redis
 
 from core.settings import Settings
@@ -163,3 +165,36 @@ def test_a_deleted_webrtc_stream_stays_stopped(fake_redis: redis.Redis) -> None:
     finally:
         sup.stop()
     assert rt.records.stream(sid).state == "stopped"
+
+
+def test_a_bug_while_judging_a_failed_hand_over_ends_the_reader(
+    fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug where the reader asks whether its stream is over does not read as "not over" (retrying
+    every second forever): the reader fails, logged, and the feed's stream ends."""
+    rt, _ = _webrtc_runtime(fake_redis)
+    sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
+    reader_thread = f"vidmem-live-{sid[:8]}"
+
+    def down(*args: Any) -> str:
+        raise redis.ConnectionError("Redis went away for a moment")
+
+    def buggy(stream_id: str) -> Any:
+        if threading.current_thread().name == reader_thread:
+            raise RuntimeError("a bug in the reader")
+        return stream(stream_id)
+
+    stream = rt.records.stream
+    rt.live.dispatch = down  # type: ignore[method-assign]
+    rt.records.stream = buggy  # type: ignore[method-assign]
+    feed = _Feed()
+    sup = LiveSupervisor(rt, claim=False).start()
+    try:
+        sup.adopt(sid, feed)
+        feed.push(2)
+        _wait(lambda: sid not in sup.readers, "the failed reader gone")
+        _wait(lambda: stream(sid).state == "done", "the stream done")
+    finally:
+        sup.stop()
+    assert feed.state == "stopped"
+    assert "reader failed (a bug)" in caplog.text and "a bug in the reader" in caplog.text
