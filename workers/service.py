@@ -136,7 +136,7 @@ def create_live_stream(
     of ``reservation`` (None: unchecked).
     """
     from stream.live_check import check_live
-    from workers.live import live_config
+    from workers.live_reader import live_config
 
     fps = fps or rt.settings.fps
     config = live_config(rt, fps)
