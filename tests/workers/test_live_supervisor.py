@@ -188,12 +188,13 @@ def test_a_bug_while_judging_a_failed_hand_over_ends_the_reader(
     rt.live.dispatch = down  # type: ignore[method-assign]
     rt.records.stream = buggy  # type: ignore[method-assign]
     feed = _Feed()
+    feed.push(2)  # queued before the reader starts: its first hand-over fails at once
     sup = LiveSupervisor(rt, claim=False).start()
     try:
         sup.adopt(sid, feed)
-        feed.push(2)
-        _wait(lambda: sid not in sup.readers, "the failed reader gone")
-        _wait(lambda: stream(sid).state == "done", "the stream done")
+        _wait(
+            lambda: sid not in sup.readers and stream(sid).state == "done", "the reader gone, its stream done"
+        )
     finally:
         sup.stop()
     assert feed.state == "stopped"
