@@ -171,6 +171,9 @@ class StreamReader:
     # ---- reporting ----
 
     def _report(self) -> None:
+        """Report what the source says since the last report: counter increments, new gaps, its error
+        and connection state, and its state as the stream's record state (a final "stopped" or "ended"
+        is left to ``close``)."""
         st, prev = self.source.stats, self._reported
         increments = {
             "frames_dropped": st.frames_dropped - prev.frames_dropped,
@@ -188,7 +191,7 @@ class StreamReader:
             last_error=st.last_error,
             resolution=st.resolution,
         )
-        if st.state != "stopped" and st.state != "ended":  # the source's own word; the view judges the rest
+        if st.state != "stopped" and st.state != "ended":
             self.rt.records.set_stream_state(self.sid, st.state)
         metrics.record(self.rt.redis, *metrics.live_counts(self.rec.kind, increments))
         self._reported = st
