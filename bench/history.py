@@ -18,7 +18,8 @@ from bench.common import keys_bytes, log, median, timed
 from model.llava_ov import LlavaOVBackend
 from model.memory import MemoryConfig, TokenMemory
 from model.slots import EncodedFrame
-from stream.file_source import probe, sample_frames
+from stream.probe import probe
+from stream.sampling import sample_frames
 from workers.models import answerer_for, text_costs
 from workers.pipeline import thumbnail
 

@@ -28,8 +28,8 @@ from bench.common import Stopwatch, log, median, timed
 from model.llava_ov import LlavaOVBackend
 from model.memory import MemoryConfig, TokenMemory
 from model.slots import EncodedFrame
-from stream.file_source import sample_frames
 from stream.frames import Frame
+from stream.sampling import sample_frames
 from workers.frames import FrameStore
 from workers.models import text_costs
 from workers.pipeline import thumbnail

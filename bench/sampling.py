@@ -17,7 +17,7 @@ from typing import Any
 import av
 
 from bench.common import log, median, ratio, timed
-from stream.file_source import sample_frames
+from stream.sampling import sample_frames
 
 
 def ours(path: Path) -> int:

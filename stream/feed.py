@@ -4,7 +4,7 @@ A producer (a decode thread, or an event-loop task) calls ``_offer`` for each ke
 drops it and counts it) and ``_count`` / ``_update`` for its counters; ``_finish`` says no frame will
 come any more. Consumers, in any thread, read ``stats``, ``state``, ``qsize`` and ``get``.
 
-Standard library only (and ``Frame``); knows nothing about PyAV, aiortc or consumers.
+Standard library only (and ``RawFrame``); knows nothing about PyAV, aiortc or consumers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 
-from stream.frames import Frame
+from stream.frames import RawFrame
 from stream.live_types import LiveState, LiveStats
 
 _POLL_S = 0.1
@@ -25,7 +25,7 @@ class QueuedFeed:
     """Frames queued for one consumer (at most ``queue_size``), and the counters of their source."""
 
     def __init__(self, queue_size: int) -> None:
-        self._queue: queue.Queue[Frame] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[RawFrame] = queue.Queue(maxsize=queue_size)
         self._lock = threading.Lock()
         self._stats = LiveStats()
         self._done = threading.Event()
@@ -44,7 +44,7 @@ class QueuedFeed:
         """Frames waiting for the consumer (at most the queue size)."""
         return self._queue.qsize()
 
-    def get(self, timeout_s: float | None = None) -> Frame | None:
+    def get(self, timeout_s: float | None = None) -> RawFrame | None:
         """The next frame, waiting at most ``timeout_s`` (None: until one comes or the source finishes);
         None on timeout, or once the source has finished and the queue is empty."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -58,7 +58,7 @@ class QueuedFeed:
 
     # ---- producer side ----
 
-    def _offer(self, frame: Frame) -> bool:
+    def _offer(self, frame: RawFrame) -> bool:
         """Queue a kept frame and count it as sampled; when the queue is full, count it as dropped."""
         try:
             self._queue.put_nowait(frame)

@@ -10,29 +10,26 @@ and keeps about ``fps`` per second:
   source was created).
 - HLS (the container format is ``hls``): per second of *stream* time. FFmpeg's HLS demuxer delivers a
   whole segment within milliseconds once it appears (and, on open, the last few segments of the
-  playlist at once), so a wall-clock sampler would keep one frame per segment. ``StreamTimeSelector``
-  applies the same rule to the frames' source timestamps (``frame.time``) on the current timeline: a
-  step back or a jump forward of more than ``TIMELINE_JUMP_S`` (a producer restart, a reconnect that
-  missed segments) restarts it at that frame. Frames without a source timestamp fall back to the
-  wall clock.
+  playlist at once), so a wall-clock sampler would keep one frame per segment. Every decoded frame is
+  placed on a ``stream.timeline.SourceTimeline`` by its source timestamp (``frame.time``): a replay is
+  skipped, and the others are sampled by source time on their timeline and given the time they were
+  shown (``RawFrame.shown_wall``). Frames without a source timestamp fall back to the wall clock.
 
-Kept frames go to a bounded queue; when the consumer is slow the newest frame is dropped and counted, so
-memory stays bounded. ``wall_time`` is the Unix time at decode and ``pts`` the seconds since the source
-was created (monotonic clock), also for HLS, where frames of one burst get nearly equal values.
+Kept frames go to a bounded queue as ``RawFrame`` (image, wall time at decode, time shown, source time):
+the consumer numbers them. When the consumer is slow the newest frame is dropped and counted, so memory
+stays bounded.
 
 A live feed is never "done": when the decode loop ends (the server hung up), raises (FFmpeg or socket
 error), or stalls past the read timeout (a frozen server: ``read_timeout_s``, or ``hls_read_timeout_s``
 for HLS, whose healthy reads block until the next segment appears), the source records a disconnect,
 reopens with exponential backoff and jitter until it succeeds, and records the Gap between the last
-frame before and the first frame after. ``pts`` and ``seq`` carry on across reconnects: strictly
-increasing and contiguous. Only ``stop()`` ends it.
+frame before and the first frame after. Only ``stop()`` ends it.
 
 A reopened HLS playlist starts a few segments behind its end, so FFmpeg decodes again frames read before
-the disconnect. For HLS containers only, ``ReplayFilter`` compares each decoded frame's source timestamp
-with the latest one seen (across reopens): a replayed frame still marks the feed live and closes the gap
-(the server is back), but the sampler never sees it, and it is counted in ``frames_replayed``. Kept
-frames of an HLS source therefore have strictly increasing ``source_time`` unless the producer restarts
-its clock.
+the disconnect. The timeline is kept across reopens: a replayed frame still marks the feed live and
+closes the gap (the server is back), but it is never sampled, and it is counted in ``frames_replayed``.
+Kept frames of an HLS source therefore have strictly increasing ``source_time`` unless the producer
+restarts its clock.
 
 Credentials never reach logs, errors, gap reasons or stats: every text goes through ``redact`` and
 FFmpeg's own exception text (which repeats the raw URL) is never used.
@@ -42,12 +39,10 @@ Knows nothing about models, workers or HTTP frameworks.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
 
 import av.error
 from av.container import InputContainer
@@ -58,11 +53,11 @@ from av.video.stream import VideoStream
 from stream.av_input import Source, decode_error, open_video, resolve
 from stream.errors import SourceError
 from stream.feed import QueuedFeed
-from stream.frames import Frame
-from stream.live_types import Backoff, Gap, LiveConfig, ReplayFilter
+from stream.frames import RawFrame
+from stream.live_types import Backoff, Gap, LiveConfig
 from stream.sampling import MAX_CONSECUTIVE_DECODE_ERRORS, FrameSelector, SimilarFrames, to_rgb
-from stream.urls import is_hls_url as is_hls_url  # re-exported (workers.live and tests import it here)
-from stream.urls import redact
+from stream.timeline import SourceTimeline
+from stream.urls import is_hls_url, redact
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +67,6 @@ The default (5 s) made an RTSP open take 2-3 s on loopback; this one takes about
 
 ENDED = "stream ended"
 """Gap reason when the server closed the stream without an error."""
-
-TIMELINE_JUMP_S = 2.0
-"""A forward step in source time larger than this (seconds) between two decoded HLS frames starts a new
-timeline in ``StreamTimeSelector``."""
 
 
 def live_input(url: str, config: LiveConfig) -> Source:
@@ -96,35 +87,10 @@ def live_input(url: str, config: LiveConfig) -> Source:
 
 
 def replays_segments(container: InputContainer) -> bool:
-    """Whether this container is HLS: a reopen may decode again frames already read (see ReplayFilter),
-    frames come in bursts of a segment (sampled by stream time, see StreamTimeSelector) and a healthy
-    read waits up to about 1.5 segments (``hls_read_timeout_s``)."""
+    """Whether this container is HLS: a reopen may decode again frames already read, frames come in
+    bursts of a segment (both handled by ``SourceTimeline``) and a healthy read waits up to about 1.5
+    segments (``hls_read_timeout_s``)."""
     return "hls" in container.format.name
-
-
-class StreamTimeSelector:
-    """Keeps about ``fps`` frames per second of *stream* time, from the frames' source timestamps.
-
-    ``FrameSelector`` on the seconds since the start of the current timeline: the first frame at or
-    after each target 0, 1/fps, 2/fps, ... is kept. A timeline starts at the first frame, and again at a
-    frame whose time is before the previous frame's (the producer restarted its clock, or ReplayFilter
-    started a new timeline) or more than ``jump_s`` after it (a reconnect that missed segments): that
-    frame is kept and the targets restart from it. A frame at the same time as the previous one is
-    dropped. Asked once per decoded frame, in decoding order, replays already removed.
-    """
-
-    def __init__(self, fps: float, jump_s: float = TIMELINE_JUMP_S) -> None:
-        self._fps, self._jump = fps, jump_s
-        self._select = FrameSelector(fps)
-        self._origin = 0.0
-        self._last: float | None = None
-
-    def __call__(self, t: float) -> bool:
-        """Return whether the frame at source time ``t`` (seconds) is kept."""
-        last, self._last = self._last, t
-        if last is None or t < last or t - last > self._jump:
-            self._origin, self._select = t, FrameSelector(self._fps)
-        return self._select(t - self._origin)
 
 
 class LiveSource(QueuedFeed):
@@ -134,8 +100,8 @@ class LiveSource(QueuedFeed):
 
     ``LiveSource(url, config)`` checks the URL now (ForbiddenUrl for a scheme outside
     ``config.allowed_schemes``, or file:, concat:, subfile:, data: ...) but opens nothing; ``start()`` (or
-    ``with``) starts the reader. ``frames()`` / ``aframes()`` yield Frame(seq, pts, image [H, W, 3] uint8
-    RGB, keyframe, wall_time, source_time) until ``stop()``; ``stats`` is a LiveStats snapshot. A source
+    ``with``) starts the reader. ``get()`` gives RawFrame(image [H, W, 3] uint8 RGB, wall_time, shown_wall,
+    source_time, keyframe) until ``stop()``; ``stats`` is a LiveStats snapshot. A source
     that cannot be reached is retried forever (state "connecting" or "reconnecting", ``stats.last_error``
     says why).
 
@@ -156,11 +122,9 @@ class LiveSource(QueuedFeed):
         self._thread: threading.Thread | None = None
         # Reader-thread state (no lock needed: only the reader touches it).
         self._select = FrameSelector(config.fps)
-        self._select_stream = StreamTimeSelector(config.fps)
-        self._last_pts = -1.0
+        self._timeline = SourceTimeline(config.fps, config.replay_window_s)
         self._backoff = Backoff(config.backoff_initial_s, config.backoff_max_s, config.jitter)
         self._similar = SimilarFrames(config.skip_similar)
-        self._replay = ReplayFilter(config.replay_window_s)
 
     # ---- consumer side -------------------------------------------------------------------------------
 
@@ -177,7 +141,7 @@ class LiveSource(QueuedFeed):
         """Stop the reader and wait for it to close the container; the state becomes "stopped" (final).
 
         Waits at most ``timeout_s`` (default: open timeout + read timeout given to FFmpeg + 1 s), then
-        logs a warning. Frames still queued can be read; then ``frames()`` and ``aframes()`` end.
+        logs a warning. Frames still queued can be read; then ``get()`` gives None.
         """
         self._stop.set()
         thread = self._thread
@@ -199,26 +163,12 @@ class LiveSource(QueuedFeed):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def get(self, timeout_s: float | None = None) -> Frame | None:
+    def get(self, timeout_s: float | None = None) -> RawFrame | None:
         """The next frame, waiting at most ``timeout_s`` (None: until one comes or the source stops);
         None on timeout or once the source has stopped and the queue is empty."""
         if self._thread is None:
             raise RuntimeError("LiveSource.start() was not called")
         return super().get(timeout_s)
-
-    def frames(self) -> Iterator[Frame]:
-        """Yield frames as they come, until the source is stopped (then the queued ones, then end)."""
-        while (frame := self.get()) is not None:
-            yield frame
-
-    async def aframes(self) -> AsyncIterator[Frame]:
-        """Async ``frames()``: each wait runs in a worker thread, at most 0.5 s at a time."""
-        while True:
-            frame = await asyncio.to_thread(self.get, 0.5)
-            if frame is not None:
-                yield frame
-            elif self._done.is_set() and self._queue.empty():
-                return
 
     # ---- reader thread -------------------------------------------------------------------------------
 
@@ -306,14 +256,40 @@ class LiveSource(QueuedFeed):
         return None
 
     def _on_frame(self, vf: VideoFrame, rgb: VideoReformatter, hls: bool) -> None:
-        """A decoded frame: mark the feed live (closing a gap); for ``hls``, drop it if it is a replay
-        (counted) and sample it by its source time; otherwise by wall-clock time. Its ``pts`` is the
-        monotonic time now, nudged past the previous frame's if needed (strictly increasing)."""
+        """A decoded frame: mark the feed live (closing a gap); for ``hls``, place it on the timeline
+        (a replay is counted and dropped) and sample it by its source time; otherwise by wall-clock time.
+        A kept frame that is not near-identical to the last queued one is queued."""
         wall, t = time.time(), time.monotonic() - self._t0
+        if not self._mark_live(wall, vf):
+            return
+        self._backoff.reset()
+        source_time, shown = vf.time, wall
+        if hls and source_time is not None:
+            if self._timeline.place(source_time, wall) == "replay":
+                self._count(frames_replayed=1)
+                return
+            if not self._timeline.sampled(source_time):
+                return
+            shown = self._timeline.wall(source_time)
+        elif not self._select(t):
+            return
+        if self._similar.similar(vf):
+            self._count(frames_skipped_similar=1)
+            return
+        image = to_rgb(vf, rgb, self.config.size)
+        frame = RawFrame(
+            image, wall_time=wall, shown_wall=shown, source_time=source_time, keyframe=vf.key_frame
+        )
+        if self._offer(frame):
+            self._similar.accept()
+
+    def _mark_live(self, wall: float, vf: VideoFrame) -> bool:
+        """A frame was decoded at ``wall``: the state becomes "live", and a gap open since a disconnect
+        closes. False once the source is stopped (the frame is then dropped)."""
         with self._lock:
             s = self._stats
             if s.state == "stopped":
-                return
+                return False
             if s.state == "reconnecting" and s.disconnected_since is not None:
                 gap = Gap(
                     start_wall=s.disconnected_since,
@@ -329,33 +305,7 @@ class LiveSource(QueuedFeed):
             self._stats = dataclasses.replace(
                 s, state="live", last_frame_wall=wall, resolution=(vf.width, vf.height)
             )
-        self._backoff.reset()
-        source_time = vf.time
-        if hls and source_time is not None:
-            if self._replay.is_replay(source_time):
-                self._count(frames_replayed=1)
-                return
-            if not self._select_stream(source_time):
-                return
-        elif not self._select(t):
-            return
-        if self._similar.similar(vf):
-            self._count(frames_skipped_similar=1)
-            return
-        with self._lock:
-            seq = self._stats.frames_sampled
-        pts = max(t, self._last_pts + 1e-6)
-        frame = Frame(
-            seq=seq,
-            pts=pts,
-            image=to_rgb(vf, rgb, self.config.size),
-            keyframe=vf.key_frame,
-            wall_time=wall,
-            source_time=source_time,
-        )
-        if self._offer(frame):
-            self._similar.accept()
-            self._last_pts = pts
+        return True
 
     def _on_disconnect(self, reason: str) -> None:
         """The read ended or failed: open a gap if the feed was live; remember the error either way."""

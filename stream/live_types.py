@@ -1,5 +1,5 @@
-"""Value objects of a live source (its config, the gaps in its feed, a snapshot of its counters) and two
-small policies of its reader (reconnect backoff, HLS replay filter).
+"""Value objects of a live source (its config, the gaps in its feed, a snapshot of its counters), its
+reconnect backoff, and ``FrameFeed``: the one interface every live source offers its consumer.
 
 Standard library only; knows nothing about PyAV, threads or consumers (see ``stream.live``).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
-    from stream.frames import Frame
+    from stream.frames import RawFrame
 
 from stream.urls import SCHEME_PROTOCOLS, NetworkPolicy
 
@@ -33,7 +33,7 @@ class LiveConfig:
     hls_read_timeout_s: the same for HLS (> 0). A healthy HLS read blocks until the next segment appears
                        and FFmpeg has reloaded the playlist (every target duration, then every half of
                        it): up to about 1.5 segment lengths, so this must exceed that. Chosen by URL (a
-                       path ending in .m3u8 or .m3u, see ``stream.live.is_hls_url``) for the read timeout
+                       path ending in .m3u8 or .m3u, see ``stream.urls.is_hls_url``) for the read timeout
                        given to FFmpeg at open, and by container format for LiveSource's own stall check.
                        An HLS feed at another URL still gets ``read_timeout_s`` from FFmpeg: give such a
                        feed a ``read_timeout_s`` above 1.5 segment lengths.
@@ -47,7 +47,8 @@ class LiveConfig:
     size:              (width, height) of the images; None keeps the native size.
     replay_window_s:   HLS only: a decoded frame at most this far behind the latest source time seen (and
                        not before the earliest) replays a segment already read and is skipped; further
-                       behind, the producer restarted its clock and the frame is kept (ReplayFilter) (> 0).
+                       behind, the producer restarted its clock and the frame is kept
+                       (``stream.timeline.SourceTimeline``) (> 0).
     network_policy:    for a client's URL: the networks its host (and an HLS playlist's segment hosts) may
                        resolve to, checked at every open, reconnects included (``stream.urls.NetworkPolicy``);
                        None trusts the URL.
@@ -122,10 +123,10 @@ class Gap:
 class LiveStats:
     """A snapshot of a live source's counters.
 
-    frames_sampled:         frames queued for the consumer; their seq are 0 .. frames_sampled - 1.
+    frames_sampled:         frames queued for the consumer.
     frames_dropped:         frames picked by the sampler but dropped because the queue was full.
     frames_skipped_similar: frames picked by the sampler but skipped as near-identical (``skip_similar``).
-    frames_replayed:        decoded HLS frames skipped as replays of segments already read (ReplayFilter).
+    frames_replayed:        decoded HLS frames skipped as replays of segments already read (SourceTimeline).
     reconnects:             times the feed came back after a disconnect (= len(gaps)).
     gaps:                   closed gaps, oldest first.
     state:                  see LiveState.
@@ -169,47 +170,11 @@ class Backoff:
         self._attempt = 0
 
 
-class ReplayFilter:
-    """Recognises the frames a reopened HLS feed replays, by their source timestamps (seconds).
-
-    FFmpeg's HLS demuxer starts a live playlist a few segments behind its end, so a reopen after a
-    disconnect decodes again frames already read. ``is_replay(t)`` is asked once per decoded frame, in
-    decoding order, and keeps one timeline across reopens: the earliest and the latest time not
-    replayed.
-
-    - ``t`` after the latest: new (it becomes the latest).
-    - ``t`` at or before the latest, not before the earliest and at most ``window_s`` behind the
-      latest: a replay (True); nothing changes.
-    - ``t`` before the earliest, or more than ``window_s`` behind the latest: the producer restarted
-      its clock; a new timeline starts at ``t`` (not a replay).
-
-    Use it only for sources that replay (HLS): an RTSP server restarts its clock at 0 on every session,
-    which would read as replays. Limit: a producer restart that lands within ``window_s`` of the latest
-    time and not before the earliest is read as replays until its clock passes the latest time.
-    """
-
-    def __init__(self, window_s: float) -> None:
-        self._window = window_s
-        self._earliest: float | None = None
-        self._latest: float | None = None
-
-    def is_replay(self, t: float) -> bool:
-        """Whether the frame at source time ``t`` was already passed (skip it); False: keep it."""
-        if self._earliest is None or self._latest is None:
-            self._earliest = self._latest = t
-        elif t > self._latest:
-            self._latest = t
-        elif t < self._earliest or self._latest - t > self._window:
-            self._earliest = self._latest = t
-        else:
-            return True
-        return False
-
-
 class FrameFeed(Protocol):
     """What a live reader consumes: ``stream.live.LiveSource`` (a URL) or ``stream.webrtc.TrackSource``.
 
-    Frames come with contiguous ``seq`` from 0, strictly increasing ``pts`` and a ``wall_time``.
+    ``get`` gives the kept frames in order, not numbered (``stream.frames.RawFrame``: the consumer
+    numbers them); None on timeout, or once the source has finished and its queue is empty.
     """
 
     shown: str
@@ -217,7 +182,7 @@ class FrameFeed(Protocol):
 
     def start(self) -> FrameFeed: ...
     def stop(self) -> None: ...
-    def get(self, timeout_s: float | None = None) -> Frame | None: ...
+    def get(self, timeout_s: float | None = None) -> RawFrame | None: ...
     def qsize(self) -> int: ...
     @property
     def stats(self) -> LiveStats: ...

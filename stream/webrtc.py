@@ -4,8 +4,9 @@ aiortc decodes every frame the browser sends (VP8 or H.264) and hands it to ``tr
 loop that owns the peer connection. ``TrackSource`` runs a consumer task on that loop: it takes every frame
 at once (aiortc's own queue is unbounded), keeps about ``fps`` of them per second (``FrameSelector`` on
 seconds since the source started), optionally skips near-identical ones (a shared screen that does not
-change), converts the kept ones to RGB at ``size`` and puts them on a bounded thread-safe queue. When the
-consumer is slow the newest frame is dropped and counted.
+change), converts the kept ones to RGB at ``size`` and puts them on a bounded thread-safe queue as
+``RawFrame`` (the consumer numbers them). When the consumer is slow the newest frame is dropped and
+counted.
 
 It offers the same consumer interface as ``stream.live.LiveSource`` (``start``, ``stop``, ``get``,
 ``qsize``, ``stats``, ``state``, ``shown``), so one reader hands either kind to the encoders. Unlike a
@@ -31,7 +32,7 @@ from av.video.frame import VideoFrame
 from av.video.reformatter import VideoReformatter
 
 from stream.feed import QueuedFeed
-from stream.frames import Frame
+from stream.frames import RawFrame
 from stream.sampling import FrameSelector, SimilarFrames, to_rgb
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,6 @@ class TrackSource(QueuedFeed):
         self._select = FrameSelector(config.fps)
         self._similar = SimilarFrames(config.skip_similar)
         self._rgb = VideoReformatter()
-        self._last_pts = -1.0
 
     # ---- life cycle (any thread) ----
 
@@ -184,16 +184,7 @@ class TrackSource(QueuedFeed):
         if self._similar.similar(vf):
             self._count(frames_skipped_similar=1)
             return
-        pts = max(t, self._last_pts + 1e-6)
-        seq = self.stats.frames_sampled
-        frame = Frame(
-            seq=seq,
-            pts=pts,
-            image=to_rgb(vf, self._rgb, self.config.size),
-            keyframe=vf.key_frame,
-            wall_time=wall,
-            source_time=vf.time,
-        )
+        image = to_rgb(vf, self._rgb, self.config.size)
+        frame = RawFrame(image, wall_time=wall, shown_wall=wall, source_time=vf.time, keyframe=vf.key_frame)
         if self._offer(frame):
             self._similar.accept()
-            self._last_pts = pts

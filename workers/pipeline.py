@@ -88,7 +88,7 @@ def ingest_video(rt: Runtime, job_id: str, holder: str | None = None) -> None:
 
 
 def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
-    from stream.file_source import sample_frames
+    from stream.sampling import sample_frames
 
     job = rt.records.job(job_id)
     bind_log_context(stream_id=job.stream_id, tenant=job.tenant)

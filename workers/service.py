@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import VidmemError
-from stream.file_source import VideoInfo, probe, sample_frames
 from stream.live_check import check_live
+from stream.probe import VideoInfo, probe
+from stream.sampling import sample_frames
 from stream.urls import check_source, redact
 from workers import timewindow
 from workers.answers import AnswerChannel, AnswerReader
 from workers.health import require_worker
-from workers.live import live_config
+from workers.live_reader import live_config
 from workers.quotas import QuotaExceeded, Reservation, check_ask_rate
 from workers.records import LIVE_KINDS, StreamRecord, UnknownJob, UnknownStreamRecord, new_id
 from workers.runtime import Runtime

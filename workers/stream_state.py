@@ -74,7 +74,9 @@ def live_state(rec: StreamRecord, status: LiveStatus, now: float, lease_s: float
         return PublicState(waiting, status.disconnected_since, reader_gone=True, reason=NO_INGEST)
     if rec.state != "live" and frames_since_report(rec, status):
         return PublicState("live")
-    return PublicState(rec.state, status.disconnected_since)
+    # A reader opening a stream that already has frames (it took the stream over) is reconnecting it.
+    state: StreamState = "reconnecting" if rec.state == "connecting" and status.frames_sampled else rec.state
+    return PublicState(state, status.disconnected_since)
 
 
 def job_stream_state(rec: StreamRecord, job: JobState | None) -> StreamState:

@@ -20,7 +20,7 @@ from tests.conftest import RedisServer
 from tests.integration.procs import Proc, distributed_env, keyed_client, run_cluster
 from tests.stream.live_helpers import wait_until
 from tests.stream.live_peers import RtspServer
-from workers.live import TAKEOVER
+from workers.live_reader import TAKEOVER
 
 pytestmark = pytest.mark.integration
 

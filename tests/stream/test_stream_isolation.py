@@ -10,8 +10,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """
 import sys
-import stream.file_source, stream.urls, stream.probe, stream.sampling, stream.async_frames, stream.av_input
-import stream.live, stream.live_types
+import stream.urls, stream.probe, stream.sampling, stream.av_input
+import stream.live, stream.live_types, stream.timeline, stream.webrtc
 banned = ("model", "workers", "api", "vidmem", "torch", "transformers", "redis", "celery",
           "fastapi", "starlette", "uvicorn", "httpx", "aiohttp", "flask")
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in banned)

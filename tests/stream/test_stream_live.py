@@ -11,7 +11,7 @@ import pytest
 from stream.errors import ForbiddenUrl
 from stream.live import LiveSource
 from stream.live_types import LiveConfig
-from tests.stream.live_helpers import assert_well_formed, collect, wait_for
+from tests.stream.live_helpers import assert_well_formed, collect, numbered, queued_before, wait_for
 from tests.stream.live_peers import MjpegServer, RtspServer
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,9 @@ FAST = LiveConfig(
 def test_rtsp_frames_arrive_at_fps(rtsp_server: RtspServer) -> None:
     with LiveSource(rtsp_server.url, FAST) as src:
         assert wait_for(lambda: src.state == "live", 10), src.stats
-        frames = collect(src, 3.0)
+        raw = collect(src, 3.0)
         assert src.state == "live"
+    frames = numbered(raw, first_seq=queued_before(src, raw))
     assert 4 <= len(frames) <= 8, [f.pts for f in frames]
     assert_well_formed(frames, first_seq=frames[0].seq)
     assert frames[0].seq <= 2  # at most the frames of the wait above came before
@@ -41,7 +42,7 @@ def test_rtsp_server_killed_and_restarted(rtsp_server: RtspServer, caplog: pytes
     url = rtsp_server.url.replace("rtsp://", "rtsp://user:secret@")
     with LiveSource(url, FAST) as src:
         assert wait_for(lambda: src.state == "live", 10), src.stats
-        before = collect(src, 1.5)
+        raw_before = collect(src, 1.5)
         rtsp_server.kill()
         assert wait_for(lambda: src.state == "reconnecting", FAST.read_timeout_s + 1), src.stats
         assert src.stats.disconnected_since is not None
@@ -49,9 +50,10 @@ def test_rtsp_server_killed_and_restarted(rtsp_server: RtspServer, caplog: pytes
         assert src.state == "reconnecting" and src.stats.reconnects == 0
         rtsp_server.start()
         assert wait_for(lambda: src.state == "live", 15), src.stats
-        after = collect(src, 1.5)
+        raw_after = collect(src, 1.5)
         stats = src.stats
-    frames = before + after
+    frames = numbered(raw_before + raw_after)
+    before, after = frames[: len(raw_before)], frames[len(raw_before) :]
     assert len(before) >= 2 and len(after) >= 2
     assert_well_formed(frames, first_seq=before[0].seq)
     assert len({f.pts for f in frames}) == len(frames)
@@ -91,7 +93,7 @@ def test_rtsp_server_frozen_is_detected(rtsp_server: RtspServer) -> None:
 def test_http_mjpeg(mjpeg_server: MjpegServer) -> None:
     with LiveSource(mjpeg_server.url, FAST) as src:
         assert wait_for(lambda: src.state == "live", 10), src.stats
-        frames = collect(src, 2.0)
+        frames = numbered(collect(src, 2.0))
     assert 2 <= len(frames) <= 6
     assert_well_formed(frames, first_seq=frames[0].seq)
     assert frames[0].image.shape == (96, 160, 3)
@@ -113,7 +115,7 @@ def test_unreachable_source_keeps_retrying(closed_port: int) -> None:
         src.stop()
     assert time.monotonic() - started < 2.5
     assert src.state == "stopped"
-    assert list(src.frames()) == []
+    assert src.get() is None  # no frame, and get() no longer waits
 
 
 @pytest.mark.parametrize(
@@ -144,7 +146,8 @@ def test_slow_consumer_drops_new_frames(rtsp_server: RtspServer) -> None:
             time.sleep(0.02)
         stats = src.stats
         assert stats.frames_sampled == 2 and max(sizes) <= 2
-        kept = [src.get(0.1), src.get(0.1)]
+        taken = [f for f in (src.get(0.1), src.get(0.1)) if f is not None]
+    kept = numbered(taken, first_seq=queued_before(src, taken))
     assert [f.seq for f in kept if f is not None] == [0, 1]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import stream.sampling
-from stream.errors import CorruptVideo
+from stream.errors import CorruptVideo, ForbiddenUrl, NoVideoStream
 from stream.frames import Frame
 from stream.sampling import FrameSelector, TimestampGuesser, sample_frames
 from tests.stream.clips import Clips, garble, make_clip, make_vfr_clip, truncate
@@ -149,6 +149,24 @@ def test_generator_closes_container_when_abandoned(clips: Clips, monkeypatch: py
     assert next(gen).seq == 0
     gen.close()
     assert closed == [True]
+
+
+def test_same_frames_on_every_read(clips: Clips) -> None:
+    """(Was aiter_frames' test: the one file interface is sample_frames.)"""
+    kwargs = {"mode": "fps", "fps": 3.0, "size": (48, 32), "allow_local": True, "start_seq": 5}
+    expected = list(sample_frames(str(clips.cfr), **kwargs))  # type: ignore[arg-type]
+    got = list(sample_frames(str(clips.cfr), **kwargs))  # type: ignore[arg-type]
+    assert [(f.seq, f.pts, f.keyframe) for f in got] == [(f.seq, f.pts, f.keyframe) for f in expected]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(got, expected, strict=True))
+
+
+def test_errors_reach_the_consumer(clips: Clips) -> None:
+    with pytest.raises(ForbiddenUrl):
+        for _ in sample_frames("file:///etc/passwd"):
+            pass
+    with pytest.raises(NoVideoStream):
+        for _ in sample_frames(str(clips.audio_only), allow_local=True):
+            pass
 
 
 def test_damaged_middle_is_skipped_not_fatal(

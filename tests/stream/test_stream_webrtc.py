@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from stream.webrtc import PEER_LEFT, TrackConfig, TrackSource
 from tests.rtc_peers import LoopThread
 from tests.stream.clips import pattern
-from tests.stream.live_helpers import collect, wait_for, wait_until
+from tests.stream.live_helpers import collect, numbered, wait_for, wait_until
 
 SIZE = (320, 240)
 
@@ -116,7 +116,7 @@ def test_samples_fps_frames_per_second_of_wall_time(make_source: MakeSource) -> 
     src, _ = make_source(FakeTrack(fps=40), fps=5.0, size=(64, 48))
     assert src.shown == "webrtc"
     started = time.monotonic()
-    frames = collect(src, 2.0)
+    frames = numbered(collect(src, 2.0))  # as the hand-over numbers them
     elapsed = time.monotonic() - started
     # ~5 per second: one per 0.2 s target (the first at t=0), a frame every 25 ms comes close to each.
     assert abs(len(frames) - 5 * elapsed) <= 2, (len(frames), elapsed)
@@ -240,10 +240,12 @@ def test_full_queue_drops_and_counts(make_source: MakeSource) -> None:
     wait_until(lambda: src.stats.frames_dropped >= 5, 5, "dropped frames")
     st = src.stats
     assert st.frames_sampled == 3 and src.qsize() == 3
-    frames = [src.get(timeout_s=1) for _ in range(3)]
-    assert [f.seq for f in frames if f is not None] == [0, 1, 2]
+    taken = [src.get(timeout_s=1) for _ in range(3)]
     # Room again: the next kept frame continues the sequence, after the drops.
-    nxt = src.get(timeout_s=2)
+    taken.append(src.get(timeout_s=2))
+    assert all(f is not None for f in taken)
+    *frames, nxt = numbered([f for f in taken if f is not None])  # as the hand-over numbers them
+    assert [f.seq for f in frames if f is not None] == [0, 1, 2]
     assert nxt is not None and nxt.seq == 3
     assert frames[2] is not None and nxt.pts > frames[2].pts + 0.05 * 4  # frames in between were dropped
 

@@ -1,21 +1,24 @@
-"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, HLS frame times
-come from the stream's clock, not from when a burst was decoded, and a feed only this process can read
-(a WebRTC track) survives Redis hiccups, hands over everything it queued, and ends its stream."""
+"""The live supervisor's own robustness (no peers needed): a failing beat does not end it, and a feed only
+this process can read (a WebRTC track) survives Redis hiccups, hands over everything it queued, and ends
+its stream. (That HLS frame times come from the stream's clock is tested with the timeline:
+tests/stream/test_stream_timeline.py.)"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pytest
 import redis
 
 from core.settings import Settings
 from stream.feed import QueuedFeed
-from stream.frames import Frame
+from stream.frames import RawFrame
 from workers import service
-from workers.live import LiveSupervisor, SourceClock
+from workers.live import LiveSupervisor
 from workers.runtime import Runtime
 from workers.tenants import LOCAL_TENANT
 
@@ -43,26 +46,6 @@ def test_a_failed_beat_is_retried(fake_redis: redis.Redis) -> None:
     assert not sup.alive
 
 
-def _f(source_time: float | None, wall: float) -> Frame:
-    return Frame(seq=0, pts=0.0, image=np.zeros((2, 2, 3), np.uint8), wall_time=wall, source_time=source_time)
-
-
-def test_hls_times_follow_the_stream_clock() -> None:
-    clock = SourceClock()
-    # A burst: three segments' frames decoded within a few ms keep their own spacing.
-    assert [clock.wall(_f(10.0 + i, 1000.0 + i * 0.001)) for i in range(4)] == [
-        1000.0,
-        1001.0,
-        1002.0,
-        1003.0,
-    ]
-    # A new timeline (the producer restarted: timestamps go back) re-anchors at the frame's wall time.
-    assert clock.wall(_f(1.0, 1050.0)) == 1050.0 and clock.wall(_f(2.0, 1050.1)) == 1051.0
-    # So does a jump ahead (a long outage), and a frame without a decoder time keeps its wall time.
-    assert clock.wall(_f(500.0, 1200.0)) == 1200.0
-    assert clock.wall(_f(None, 1300.0)) == 1300.0
-
-
 class _Feed(QueuedFeed):
     """A FrameFeed the test fills by hand (as a WebRTC track would), and ends."""
 
@@ -85,7 +68,7 @@ class _Feed(QueuedFeed):
             seq = self.stats.frames_sampled
             wall = self.t0 + seq * 0.5
             self._update(state="live", last_frame_wall=wall)
-            self._offer(Frame(seq=seq, pts=seq * 0.5, image=np.zeros((4, 4, 3), np.uint8), wall_time=wall))
+            self._offer(RawFrame(np.zeros((4, 4, 3), np.uint8), wall_time=wall, shown_wall=wall))
 
     def end(self) -> None:
         self._update(state="ended", last_error="the browser closed the connection")
@@ -182,3 +165,37 @@ def test_a_deleted_webrtc_stream_stays_stopped(fake_redis: redis.Redis) -> None:
     finally:
         sup.stop()
     assert rt.records.stream(sid).state == "stopped"
+
+
+def test_a_bug_while_judging_a_failed_hand_over_ends_the_reader(
+    fake_redis: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug where the reader asks whether its stream is over does not read as "not over" (retrying
+    every second forever): the reader fails, logged, and the feed's stream ends."""
+    rt, _ = _webrtc_runtime(fake_redis)
+    sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
+    reader_thread = f"vidmem-live-{sid[:8]}"
+
+    def down(*args: Any) -> str:
+        raise redis.ConnectionError("Redis went away for a moment")
+
+    def buggy(stream_id: str) -> Any:
+        if threading.current_thread().name == reader_thread:
+            raise RuntimeError("a bug in the reader")
+        return stream(stream_id)
+
+    stream = rt.records.stream
+    rt.live.dispatch = down  # type: ignore[method-assign]
+    rt.records.stream = buggy  # type: ignore[method-assign]
+    feed = _Feed()
+    feed.push(2)  # queued before the reader starts: its first hand-over fails at once
+    sup = LiveSupervisor(rt, claim=False).start()
+    try:
+        sup.adopt(sid, feed)
+        _wait(
+            lambda: sid not in sup.readers and stream(sid).state == "done", "the reader gone, its stream done"
+        )
+    finally:
+        sup.stop()
+    assert feed.state == "stopped"
+    assert "reader failed (a bug)" in caplog.text and "a bug in the reader" in caplog.text

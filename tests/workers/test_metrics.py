@@ -17,7 +17,7 @@ from core.settings import Settings
 from model.memory import Footprint, MemoryConfig
 from model.slots import EncodedFrame
 from stream.feed import QueuedFeed
-from stream.frames import Frame
+from stream.frames import Frame, RawFrame
 from tests.prometheus import expose, parse
 from workers import health, metrics, metrics_collect, service
 from workers.broker import quick_redis
@@ -263,9 +263,10 @@ class _Feed(QueuedFeed):
 
     def push(self, n: int) -> None:
         for _ in range(n):
-            seq = self.stats.frames_sampled + self.stats.frames_dropped
             self._update(state="live", last_frame_wall=time.time())
-            self._offer(Frame(seq=seq, pts=0.0, image=np.zeros((4, 4, 3), np.uint8), wall_time=time.time()))
+            self._offer(
+                RawFrame(np.zeros((4, 4, 3), np.uint8), wall_time=time.time(), shown_wall=time.time())
+            )
 
     def watchdog(self) -> None:
         self._update(state="ended", last_error="no frame for 10 s (watchdog)")

@@ -120,7 +120,7 @@ def test_a_live_holder_keeps_its_job(rt: Runtime, clip: Path) -> None:
 
 
 def _frames(rt: Runtime, clip: Path) -> list[Any]:
-    from stream.file_source import sample_frames
+    from stream.sampling import sample_frames
 
     s = rt.settings
     return list(sample_frames(str(clip), fps=2.0, size=(s.frame_size, s.frame_size), allow_local=True))
