@@ -115,6 +115,10 @@ class LiveSupervisor:
             except redis.RedisError:
                 log.exception("stream %s: heartbeat failed", sid)
                 alive = True  # Redis hiccup: the lease outlives a few missed beats
+            except Exception:  # a bug in one stream's reader must not stop the others: it alone is closed
+                log.exception("stream %s: its reader failed (a bug); closing it", sid)
+                threading.Thread(target=_close_quietly, args=(reader,), daemon=True).start()
+                alive = False
             if not alive:
                 with self._lock:
                     self.readers.pop(sid, None)
@@ -127,7 +131,7 @@ class LiveSupervisor:
             if sid not in self.readers:
                 try:
                     self._claim(sid)
-                except redis.RedisError:
+                except Exception:  # Redis away, or a bug with this one stream: the others are claimed
                     log.exception("stream %s: could not start reading it", sid)
 
     def _claim(self, sid: str) -> None:

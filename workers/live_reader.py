@@ -280,7 +280,7 @@ class StreamReader:
         ``_resync`` decides whether it was stored after all)."""
         frames = number(batch, self.next_seq, self.last_pts, self.rec.created_at)
         try:
-            key = self.rt.live.dispatch(self.sid, self.lease.token, frames)
+            key = self.rt.live.dispatch(self.sid, self.lease.token, frames, read_wall=batch[-1].wall_time)
         except HANDOVER_ERRORS:
             self._unsent = batch
             raise

@@ -40,7 +40,8 @@ if redis.call('HGET', KEYS[4], 'state') == 'stopped' then return 0 end
 if tonumber(redis.call('HGET', KEYS[4], 'frames_sampled') or '0') ~= tonumber(ARGV[4]) then return -1 end
 redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], KEYS[2])
-redis.call('HSET', KEYS[4], 'frames_sampled', ARGV[5], 'last_pts', ARGV[6], 'last_frame_wall', ARGV[7])
+redis.call('HSET', KEYS[4], 'frames_sampled', ARGV[5], 'last_pts', ARGV[6], 'last_frame_wall', ARGV[7],
+           'last_read_wall', ARGV[8])
 return 1
 """
 
@@ -63,6 +64,8 @@ class LiveStatus:
     gaps_total: int = 0
     last_pts: float | None = None
     last_frame_wall: float | None = None
+    last_read_wall: float | None = None
+    """When the last frame handed over was decoded (``last_frame_wall``: when it was shown)."""
     disconnected_since: float | None = None
     last_error: str | None = None
     owner: str | None = None
@@ -128,8 +131,10 @@ class LiveRecords:
 
     # ---- reader side ----
 
-    def dispatch(self, sid: str, token: str, frames: Sequence[Frame]) -> str:
+    def dispatch(self, sid: str, token: str, frames: Sequence[Frame], read_wall: float | None = None) -> str:
         """Hand a chunk (seq contiguous, starting at ``frames_sampled``) to the encoders; returns its key.
+        ``read_wall``: when its last frame was decoded (default: when it was shown, ``wall_time``; an HLS
+        frame is shown, by its own clock, up to a few segments before or after it is decoded).
 
         Raises NotOwner if the lease is not ``token``'s any more, or the stream was stopped or deleted.
         """
@@ -139,7 +144,7 @@ class LiveRecords:
         ok = self._dispatch(
             keys=[self.lease_key(sid), key, self.frames.inflight_key(sid), self.records.stream_key(sid)],
             args=[token, pack_frames(frames), self.frames.ttl_s, lo, hi + 1, repr(last.pts),
-                  repr(last.wall_time or time.time())],
+                  repr(last.wall_time or time.time()), repr(read_wall or last.wall_time or time.time())],
         )  # fmt: skip
         if ok == -1:
             raise NotOwner(f"stream {sid}: chunk {lo}-{hi} does not continue the stream's sequence")
@@ -197,6 +202,7 @@ class LiveRecords:
             gaps_total=int(h.get("gaps_total", 0)),
             last_pts=_f(h, "last_pts"),
             last_frame_wall=_f(h, "last_frame_wall"),
+            last_read_wall=_f(h, "last_read_wall"),
             disconnected_since=_f(h, "disconnected_since"),
             last_error=h.get("last_error") or None,
             owner=h.get("owner") or None,

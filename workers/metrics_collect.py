@@ -89,16 +89,21 @@ def recorded(client: redis.Redis) -> list[Family]:
     return out
 
 
-def _values(m: Metric, labels: str) -> list[str]:
-    """A stored label string's values, in the order of the metric's label names."""
+def _values(m: Metric, labels: str) -> list[str] | None:
+    """A stored label string's values, in the order of the metric's label names; None (logged) for one
+    that does not carry exactly those names (written by another version): the rest of the scrape stands."""
     parsed = parse_labels(labels)
+    if set(parsed) != set(m.labels):
+        log.warning("metrics: %s has a series with labels %r, not %s; left out", m.name, labels, m.labels)
+        return None
     return [parsed[name] for name in m.labels]
 
 
 def _counter(m: Metric, fields: Mapping[str, float]) -> CounterMetricFamily:
     family = CounterMetricFamily(m.name, m.help, labels=m.labels)  # it adds "_total" to the samples
     for labels, v in sorted(fields.items()):
-        family.add_metric(_values(m, labels), v)
+        if (values := _values(m, labels)) is not None:
+            family.add_metric(values, v)
     return family
 
 
@@ -111,11 +116,11 @@ def _histogram(m: Metric, fields: Mapping[str, float]) -> HistogramMetricFamily:
     bounds = [*(floatToGoString(b) for b in m.buckets), "+Inf"]
     family = HistogramMetricFamily(m.name, m.help, labels=m.labels)
     for labels in sorted(series):
+        if (values := _values(m, labels)) is None:
+            continue
         parts = series[labels]
         cumulative = itertools.accumulate(parts.get(str(i), 0.0) for i in range(len(bounds)))
-        family.add_metric(
-            _values(m, labels), list(zip(bounds, cumulative, strict=True)), parts.get("sum", 0.0)
-        )
+        family.add_metric(values, list(zip(bounds, cumulative, strict=True)), parts.get("sum", 0.0))
     return family
 
 

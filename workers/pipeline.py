@@ -21,6 +21,7 @@ from PIL import Image
 
 from core.logs import bind_log_context, log_args
 from core.redis_values import PREFIX
+from model.memory import MemoryBusy
 from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerUnavailable)
-"""Errors of an unreachable Redis or broker: a task that meets one is run again, not failed."""
+OUTAGES = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, BrokerUnavailable, MemoryBusy)
+"""Errors of an unreachable Redis or broker (or a memory too busy to write now): a task that meets one is
+run again, not failed."""
 
 THUMB_WIDTH = 160
 INGEST_LEASE_S = 30.0  # a dead ingest worker's job is taken over this long after its last renewal

@@ -138,7 +138,7 @@ class JobRecord:
 
 LIVE_FIELDS = frozenset({
     "url",  # a camera's URL, credentials included (never shown); absent for a WebRTC track
-    "frames_sampled", "last_pts", "last_frame_wall",  # the hand-over's position (``LiveRecords.dispatch``)
+    "frames_sampled", "last_pts", "last_frame_wall", "last_read_wall",  # the hand-over's position
     "frames_dropped", "frames_skipped", "frames_replayed", "reconnects", "gaps_total",  # summed counters
     "owner", "heartbeat_at", "disconnected_since", "last_error", "resolution",  # the last reader's report
 })  # fmt: skip

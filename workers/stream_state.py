@@ -53,12 +53,14 @@ def reader_gone(status: LiveStatus, created_at: float, lease_s: float, now: floa
 
 def frames_since_report(rec: StreamRecord, status: LiveStatus) -> bool:
     """A frame was read after the reader last wrote the stream's state (its last heartbeat, or the
-    stream's creation if none) and after the outage it reported began."""
-    if status.last_frame_wall is None:
+    stream's creation if none) and after the outage it reported began. Read means decoded
+    (``last_read_wall``): an HLS frame's shown time runs ahead of it by up to a few segments."""
+    read = status.last_read_wall if status.last_read_wall is not None else status.last_frame_wall
+    if read is None:
         return False
     written = status.heartbeat_at if status.heartbeat_at is not None else rec.created_at
     since = status.disconnected_since if status.disconnected_since is not None else -math.inf
-    return status.last_frame_wall > max(written, since)
+    return read > max(written, since)
 
 
 def live_state(rec: StreamRecord, status: LiveStatus, now: float, lease_s: float) -> PublicState:

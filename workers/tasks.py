@@ -75,32 +75,29 @@ def _load_models(**_: object) -> None:
 
 class OutageRetry(Task):
     """A task that waits out an unreachable Redis or broker (``pipeline.OUTAGES``) with Celery's retries:
-    each retry is a new message sent with a growing, jittered countdown (at most ``retry_backoff_max``
-    seconds), so no worker slot sleeps between tries; the pipeline functions are idempotent, so running
+    each retry is a new message sent with a growing, jittered countdown of at most ``retry_backoff_max``
+    seconds, so no worker slot sleeps between tries; the pipeline functions are idempotent, so running
     one again is safe. A wrong password or a forbidden command is a configuration error, not an outage: it
     fails at once.
 
-    With ``acks_late``, a retry acknowledges the message it replaces once the new one is sent. The new one
-    is sent patiently (``dispatch.PUBLISH_PATIENT``: the broker may be the Redis that is down, and a
-    restart of about 20 s is ridden out), so that a short outage costs seconds, not a visibility timeout.
-    A message whose retry still cannot be sent, or that used up ``max_retries`` (a few minutes), is given
-    back to its queue, as a lost worker's would be: Celery would otherwise drop it (``Reject(requeue=False)``)
-    or fail it. With the broker down the give-back fails too and the message stays unacknowledged; the
-    broker delivers it again after ``task_visibility_timeout_s``."""
+    An outage lasts as long as it lasts, so the retries do not run out (``max_retries = None``): the
+    message waits in the broker, at most ``retry_backoff_max`` between tries, and nothing is lost. With
+    ``acks_late``, a retry acknowledges the message it replaces once the new one is sent. The new one is
+    sent patiently (``dispatch.PUBLISH_PATIENT``: the broker may be the Redis that is down, and a restart
+    of about 20 s is ridden out), so that a short outage costs seconds, not a visibility timeout. A retry
+    that still cannot be sent gives its message back to the queue (Celery would drop it:
+    ``Reject(requeue=False)``); with the broker down the give-back fails too and the message stays
+    unacknowledged, and the broker delivers it again after ``task_visibility_timeout_s``."""
 
     autoretry_for = pipeline.OUTAGES
     dont_autoretry_for = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
     retry_backoff = True  # 1, 2, 4... s, each drawn at random below that (full jitter)
     retry_backoff_max = 5
     retry_jitter = True
-    max_retries = 40
+    max_retries = None
     ignore_result = True
 
     def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
-        if self.request.retries >= self.max_retries:
-            log.warning("%s: store or broker unreachable for %d retries; message given back", self.name,
-                        self.request.retries)  # fmt: skip
-            raise Reject(exc, requeue=True) from exc
         log.warning("%s: store or broker unreachable (%s); retrying", self.name, exc)
         try:
             return super().retry(*args, exc=exc, retry_policy=PUBLISH_PATIENT, **kwargs)

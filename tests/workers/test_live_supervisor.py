@@ -23,6 +23,34 @@ from workers.runtime import Runtime
 from workers.tenants import LOCAL_TENANT
 
 
+class _Beating:
+    """A stand-in reader: its heartbeat says alive, or raises (a bug); ``close`` is recorded."""
+
+    def __init__(self, sid: str, bug: bool, closed: list[str]) -> None:
+        self.sid, self.bug, self.closed = sid, bug, closed
+
+    def heartbeat(self) -> bool:
+        if self.bug:
+            raise RuntimeError("a bug in this stream's reader")
+        return True
+
+    def close(self, release: bool) -> None:
+        self.closed.append(self.sid)
+
+
+def test_a_bug_in_one_readers_heartbeat_closes_that_reader_only(fake_redis: redis.Redis) -> None:
+    rt = Runtime.create(Settings(redis_url=None), client=fake_redis)
+    sup = LiveSupervisor(rt, claim=False)
+    closed: list[str] = []
+    sup.readers = {"ok": _Beating("ok", False, closed), "bad": _Beating("bad", True, closed)}  # type: ignore[dict-item]
+    sup.tick()  # does not raise: the other streams go on
+    assert list(sup.readers) == ["ok"]
+    deadline = time.monotonic() + 5
+    while closed != ["bad"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert closed == ["bad"]
+
+
 def test_a_failed_beat_is_retried(fake_redis: redis.Redis) -> None:
     rt = Runtime.create(Settings(redis_url=None, live_heartbeat_s=0.05), client=fake_redis)
     calls = []
@@ -102,13 +130,13 @@ def test_an_adopted_feed_survives_a_failed_hand_over_and_an_expired_lease(fake_r
     sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
     dispatch, failures = rt.live.dispatch, []
 
-    def flaky(*args: Any) -> str:
+    def flaky(*args: Any, **kwargs: Any) -> str:
         if len(failures) < 2:  # Redis goes away twice, after the chunk was stored the first time
             failures.append(1)
             if len(failures) == 1:
-                dispatch(*args)
+                dispatch(*args, **kwargs)
             raise redis.ConnectionError("Redis went away for a moment")
-        return dispatch(*args)
+        return dispatch(*args, **kwargs)
 
     rt.live.dispatch = flaky  # type: ignore[method-assign]
     feed = _Feed()
@@ -176,7 +204,7 @@ def test_a_bug_while_judging_a_failed_hand_over_ends_the_reader(
     sid = service.create_webrtc_stream(rt, LOCAL_TENANT)
     reader_thread = f"vidmem-live-{sid[:8]}"
 
-    def down(*args: Any) -> str:
+    def down(*args: Any, **kwargs: Any) -> str:
         raise redis.ConnectionError("Redis went away for a moment")
 
     def buggy(stream_id: str) -> Any:

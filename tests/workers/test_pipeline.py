@@ -73,12 +73,14 @@ def test_ingest_runs_every_frame_once(rt: Runtime, clip: Path) -> None:
 def test_redelivered_ingest_takes_over_from_a_dead_worker(rt: Runtime, clip: Path) -> None:
     """The first worker encoded 2 chunks, then died holding the lease; the redelivery resumes."""
     job_id, sid = submit(rt, clip)
-    dead = Lease(rt.redis, f"vm:lease:ingest:{job_id}", ttl_s=1.0)
-    assert dead.try_acquire()
     first = _frames(rt, clip)[:8]
     pipeline.encode_chunk(rt, job_id, sid, rt.frames.put(sid, first[:4]))
     pipeline.encode_chunk(rt, job_id, sid, rt.frames.put(sid, first[4:]))
     assert frames_in_memory(rt, sid) == list(range(8))
+    # The dead worker's last renewal: taken after the encodes, so that their time (a model load on a
+    # busy machine) cannot use up the lease before the redelivery starts.
+    dead = Lease(rt.redis, pipeline.ingest_lease_key(job_id), ttl_s=1.0)
+    assert dead.try_acquire()
 
     done = threading.Event()
     t = threading.Thread(target=lambda: (pipeline.ingest_video(rt, job_id), done.set()))
