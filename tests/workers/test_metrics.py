@@ -40,7 +40,6 @@ def test_counters_add_up_per_label_set(fake_redis: redis.Redis) -> None:
     assert fam.series() == {frozenset({("kind", "upload")}): 12, frozenset({("kind", "live")}): 3}
 
 
-
 def test_a_stored_series_with_other_label_names_is_left_out_not_fatal(fake_redis: redis.Redis) -> None:
     metrics.record(fake_redis, metrics.inc(metrics.FRAMES_ENCODED, 2, kind="upload"))
     fake_redis.hset(metrics.FRAMES_ENCODED.key, 'camera="x"', 5)  # written by another version
@@ -48,6 +47,7 @@ def test_a_stored_series_with_other_label_names_is_left_out_not_fatal(fake_redis
     fams = _exposed(fake_redis)
     assert fams["vidmem_frames_encoded_total"].series() == {frozenset({("kind", "upload")}): 2}
     assert "vidmem_encode_batch_seconds" in fams
+
 
 def test_histograms_are_cumulative_with_sum_and_count(fake_redis: redis.Redis) -> None:
     for v in (0.003, 0.01, 0.2, 0.2, 7.0, 1000.0):  # 0.01 falls in le="0.01" (bounds are inclusive)
