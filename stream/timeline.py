@@ -13,7 +13,7 @@ frame and in decoding order, which of these it is: a "replay" (skip it), the "sa
   the wall clock at the first frame of its timeline (a burst of frames decoded at once keeps its own
   spacing).
 
-``number`` is the other half of the timeline: the live reader's hand-over (``workers.live``) gives each
+``number`` is the other half of the timeline: the live reader's hand-over (``workers.live_reader``) gives each
 frame the stream's ``seq`` and ``pts`` (seconds since the stream was created) with it; sources never
 number their frames.
 
