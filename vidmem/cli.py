@@ -235,7 +235,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from workers.tenants import ApiKeys
 
     settings = _settings(args)
-    url = _redis_url(settings, "API keys (the embedded mode needs none)")
+    url = _redis_url(settings, "API keys (kept in Redis; the embedded mode needs none)")
     if url is None:
         return 2
     keys = ApiKeys(redis.Redis.from_url(url))
