@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
     cam = RtspCamera(looping_clip(work, minutes=30), free_port(), work / "rtsp.log").start()
     settings = Settings(redis_url=None, model=args.model, device=args.device, dtype=args.dtype,
                         live_max_streams=10_000)  # fmt: skip
-    rt = runtime_for(settings)
+    rt = runtime_for(settings, trusted_urls=True)  # the benchmark's own camera, on loopback
     rt.backend()  # load the model before timing anything
     lat = AppendLatencies(rt)
     sup = LiveSupervisor(rt).start()
