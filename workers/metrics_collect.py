@@ -140,19 +140,15 @@ class StreamUsage:
 def stream_usage(rt: Runtime, stream_ids: Sequence[str]) -> list[StreamUsage]:
     """Per stream: its kind and tenant (a stream deleted while listed is left out), the prompt tokens
     and bytes its memory holds (``TokenMemory.footprints``), and its frames waiting for an encoder."""
-    with rt.redis.pipeline(transaction=False) as p:
-        for sid in stream_ids:
-            p.hmget(rt.records.stream_key(sid), ["kind", "tenant"])
-        records = p.execute()
-    listed = {sid: rec for sid, rec in zip(stream_ids, records, strict=True) if rec[0] is not None}
+    listed = rt.records.kinds_and_tenants(stream_ids)
     ids = list(listed)
     footprints = rt.memory.footprints(ids)
     waiting = rt.frames.waiting(ids)
     return [
         StreamUsage(
             stream_id=sid,
-            tenant=text(tenant) if tenant is not None else "local",
-            kind=text(kind),
+            tenant=tenant,
+            kind=kind,
             tokens=footprints[sid].tokens,
             memory_bytes=footprints[sid].memory_bytes,
             frames_waiting=waiting[sid],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -177,7 +177,8 @@ class Records:
         return f"{self.prefix}:tenant:{tenant}:streams"
 
     def stream_key(self, stream_id: str) -> str:
-        """The Redis hash of a stream's record (for pipelined reads of many streams)."""
+        """The Redis hash of a stream's record, for a script that must name it among its KEYS (the
+        live hand-over, ``LiveRecords.dispatch``)."""
         return self._stream(stream_id)
 
     def running_key(self, tenant: str, group: str) -> str:
@@ -268,6 +269,19 @@ class Records:
 
     def stream_exists(self, stream_id: str) -> bool:
         return bool(self.r.hexists(self._stream(stream_id), "stream_id"))
+
+    def kinds_and_tenants(self, stream_ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Each listed stream's (kind, tenant), in one pipelined round trip; a stream that does not exist
+        (deleted while it was listed) is left out."""
+        with self.r.pipeline(transaction=False) as p:
+            for sid in stream_ids:
+                p.hmget(self._stream(sid), ["kind", "tenant"])
+            rows = p.execute()
+        return {
+            sid: (text(kind), text(tenant) if tenant is not None else "local")
+            for sid, (kind, tenant) in zip(stream_ids, rows, strict=True)
+            if kind is not None
+        }
 
     def stream_ids(self) -> list[str]:
         """Every tenant's streams, oldest first."""

@@ -121,3 +121,13 @@ def test_a_place_given_up_registers_no_live_fields(live: LiveRecords, fake_redis
     rec = StreamRecord("s3", "live", "cam", "rtsp://cam/y", "connecting", 1.0, 512, "fps", 100.0)
     assert not live.create(rec, "rtsp://cam/y", reservation="r:gone")
     assert not fake_redis.exists(live.records.stream_key("s3")) and live.active() == ["s1"]
+
+
+def test_kinds_and_tenants_of_listed_streams_leave_out_the_deleted(fake_redis: redis.Redis) -> None:
+    records = Records(fake_redis)
+    for sid, kind, tenant in (("a", "live", "acme"), ("b", "upload", "beta")):
+        records.create_stream(
+            StreamRecord(sid, kind, "n", "src", "live", 1.0, 512, "fps", 1.0, tenant=tenant)
+        )
+    records.delete_stream("b")
+    assert records.kinds_and_tenants(["a", "b", "never"]) == {"a": ("live", "acme")}
