@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import keys_bytes, log, median, timed
-from model.llava_ov import LlavaOVBackend
+from model.backend import Backend
 from model.memory import MemoryConfig, TokenMemory
 from model.slots import EncodedFrame
 from stream.probe import probe
@@ -37,17 +37,17 @@ class Seeds:
     thumbs: list[bytes]
 
 
-def encode_seeds(backend: LlavaOVBackend, clip: str, count: int = 8) -> Seeds:
+def encode_seeds(backend: Backend, clip: str, count: int = 8) -> Seeds:
     """Encode ``count`` frames spread over the clip (sampled at the backend's image size)."""
     info = probe(clip, allow_local=True)
     fps = count / max(info.duration_s or 60.0, 1.0)
-    size = (backend.image_size, backend.image_size)
+    size = (backend.info.image_size, backend.info.image_size)
     frames = [f.image for f in sample_frames(clip, fps=fps, size=size, allow_local=True)][:count]
     return Seeds(backend.encode(np.stack(frames)), [thumbnail(img) for img in frames])
 
 
 def build_history(
-    backend: LlavaOVBackend, memory: TokenMemory, sid: str, cfg: MemoryConfig, seeds: Seeds, frames: int
+    backend: Backend, memory: TokenMemory, sid: str, cfg: MemoryConfig, seeds: Seeds, frames: int
 ) -> float:
     """Create stream ``sid`` and append ``frames`` frames at 1 fps; returns the seconds it took.
 
@@ -88,9 +88,7 @@ def history_bytes(memory: TokenMemory, sid: str, real_redis: bool) -> dict[str, 
     return out
 
 
-def answer_once(
-    backend: LlavaOVBackend, memory: TokenMemory, sid: str, question: str, new: int
-) -> dict[str, Any]:
+def answer_once(backend: Backend, memory: TokenMemory, sid: str, question: str, new: int) -> dict[str, Any]:
     """One answer as the answer worker gives it: read the memory, build the prompt, generate.
 
     ttft_s and total_s include the memory read; model_* are the answerer's own times.
@@ -115,7 +113,7 @@ def answer_once(
 
 
 def measure_answers(
-    backend: LlavaOVBackend,
+    backend: Backend,
     memory: TokenMemory,
     sids: dict[str, str],
     question: str,
@@ -128,7 +126,7 @@ def measure_answers(
     Generation is forced to exactly ``max_new_tokens`` tokens (``min_new_tokens`` in the
     model's generation config), so random weights hitting EOS early cannot skew the times.
     """
-    backend.model.generation_config.min_new_tokens = max_new_tokens
+    backend.lm.generation_config.min_new_tokens = max_new_tokens
     for sid in sids.values():  # warm-up: one answer per history (each has its own prompt length)
         answer_once(backend, memory, sid, question, max_new_tokens)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sids}

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import Stopwatch, log, median, timed
-from model.llava_ov import LlavaOVBackend
+from model.backend import Backend
 from model.memory import MemoryConfig, TokenMemory
 from model.slots import EncodedFrame
 from stream.frames import Frame
@@ -39,14 +39,14 @@ class Ingest:
     """Everything one measurement needs; each run writes a fresh stream ``sid``."""
 
     def __init__(
-        self, backend: LlavaOVBackend, memory: TokenMemory, cfg: MemoryConfig, clip: str, frames: int
+        self, backend: Backend, memory: TokenMemory, cfg: MemoryConfig, clip: str, frames: int
     ) -> None:
         self.backend, self.memory, self.cfg, self.clip, self.n = backend, memory, cfg, clip, frames
         self.batch = backend.config.max_batch
         self.store = FrameStore(memory.r, ttl_s=600)
 
     def _batches(self, sw: Stopwatch) -> Generator[list[Frame], None, None]:
-        size = (self.backend.image_size, self.backend.image_size)
+        size = (self.backend.info.image_size, self.backend.info.image_size)
         frames = sample_frames(self.clip, mode="fps", fps=1.0, size=size, allow_local=True)
         batch: list[Frame] = []
         try:

@@ -98,11 +98,24 @@ class Settings(BaseSettings):
     max_new_tokens: int = Field(128, ge=1, le=4096, description="Longest answer, in tokens.")
 
     # --- memory ---
-    budget: int = Field(2048, ge=16, le=1_000_000, description="Token budget of a stream's memory.")
-    text_tokens: int = Field(
-        8, ge=0, le=64, description="Most tokens one slot's timestamp text may take (0: no timestamps)."
+    budget: int | None = Field(
+        None,
+        ge=16,
+        le=1_000_000,
+        description="Token budget of a stream's memory (unset: the model's).",
     )
-    min_side: int = Field(1, ge=1, le=27, description="Smallest grid side before slots merge in time.")
+    text_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Most tokens one slot's time label may take (0: no labels; unset: the model's default).",
+    )
+    min_side: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="Smallest grid side before slots merge in time (unset: the model's).",
+    )
     merge_policy: Literal["similar", "uniform"] = Field("similar", description="Which slots merge first.")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of stored tokens.")
 

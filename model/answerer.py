@@ -1,8 +1,8 @@
 """Answer a question over memory slots: greedy generation, whole or streamed, with timings.
 
-The prompt comes from ``model.prompt.build_prompt`` (re-exported here). ``Answerer.answer``
-returns an ``Answer``; ``Answerer.stream`` runs ``generate`` in a thread and yields text pieces
-(``transformers.TextIteratorStreamer``), and stops generating if the consumer goes away, or once its
+The prompt comes from the backend's ``build_prompt``; generation from an engine (``model.engine``).
+``Answerer.answer`` returns an ``Answer``; ``Answerer.stream`` runs generation in a thread and yields text
+pieces (``transformers.TextIteratorStreamer``), and stops generating if the consumer goes away, or once its
 ``should_stop`` callable says so (asked between generation steps, at most every ``stop_poll_s``).
 ``ttft_s`` is measured when ``generate`` hands over its first new token.
 
@@ -21,40 +21,10 @@ import torch
 from transformers import PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
 
-from model.prompt import (
-    DEFAULT_SYSTEM,
-    EmptyMemory,
-    LanguageBackend,
-    Prompt,
-    PromptConfig,
-    PromptError,
-    build_prompt,
-    check_layout,
-    count_slot_text,
-    render_chat,
-    slot_label,
-    slot_text,
-)
+from model.backend import Backend
+from model.engine import Engine, HFEngine
+from model.prompt import Prompt, PromptConfig
 from model.slots import Slot
-
-__all__ = [
-    "DEFAULT_SYSTEM",
-    "Answer",
-    "AnswerConfig",
-    "AnswerStream",
-    "Answerer",
-    "EmptyMemory",
-    "LanguageBackend",
-    "Prompt",
-    "PromptConfig",
-    "PromptError",
-    "build_prompt",
-    "check_layout",
-    "count_slot_text",
-    "render_chat",
-    "slot_label",
-    "slot_text",
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,30 +198,26 @@ class AnswerStream:
 
 
 class Answerer:
-    """Greedy answers over memory slots with a loaded LanguageBackend."""
+    """Greedy answers over memory slots with a loaded backend (the HF engine unless told otherwise)."""
 
     def __init__(
-        self, backend: LanguageBackend, prompt: PromptConfig | None = None, gen: AnswerConfig | None = None
+        self,
+        backend: Backend,
+        prompt: PromptConfig | None = None,
+        gen: AnswerConfig | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.backend = backend
         self.prompt_cfg = prompt or PromptConfig()
         self.gen = gen or AnswerConfig()
+        self.engine = engine or HFEngine(backend.lm, backend.tokenizer)
 
     def _generate(
         self, prompt: Prompt, streamer: BaseStreamer, cancel: _Cancelled | None = None
     ) -> torch.Tensor:
-        """New token ids [1, T] (generate from inputs_embeds returns only the new tokens)."""
-        tok = self.backend.tokenizer
+        """New token ids [1, T]."""
         stopping = StoppingCriteriaList([cancel] if cancel is not None else [])
-        return self.backend.lm.generate(  # type: ignore[operator]
-            inputs_embeds=prompt.inputs_embeds,
-            attention_mask=prompt.attention_mask,
-            max_new_tokens=self.gen.max_new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            streamer=streamer,
-            stopping_criteria=stopping,
-        )
+        return self.engine.generate(prompt, self.gen.max_new_tokens, streamer, stopping)
 
     def _answer(
         self,
@@ -279,7 +245,7 @@ class Answerer:
     ) -> Answer:
         """Answer ``question`` over ``slots`` (memory order) in one call; ``gaps`` as in build_prompt."""
         start = time.perf_counter()
-        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget, gaps)
+        prompt = self.backend.build_prompt(slots, question, self.prompt_cfg, budget, gaps)
         clock = _FirstTokenClock()
         out = self._generate(prompt, clock)
         end = time.perf_counter()
@@ -303,7 +269,7 @@ class Answerer:
         Prompt errors (EmptyMemory, BudgetError) raise here, before any thread starts.
         """
         start = time.perf_counter()
-        prompt = build_prompt(self.backend, slots, question, self.prompt_cfg, budget, gaps)
+        prompt = self.backend.build_prompt(slots, question, self.prompt_cfg, budget, gaps)
         streamer = _TimedTextStreamer(self.backend.tokenizer, self.gen.stream_timeout_s)
         cancel = _Cancelled(threading.Event(), should_stop, self.gen.stop_poll_s)
 

@@ -2,7 +2,11 @@
 
 Any LLaVA-OneVision checkpoint loads here (a hub id such as
 ``llava-hf/llava-onevision-qwen2-0.5b-ov-hf``, a local directory, or a preset name from
-``model.presets``) through ``LlavaOnevisionForConditionalGeneration.from_pretrained``.
+``model.presets``) through ``LlavaOnevisionForConditionalGeneration.from_pretrained``. LLaVA-Video
+(``llava-hf/LLaVA-Video-7B-Qwen2-hf``) is the same class and loads here too.
+
+The prompt is LLaVA-OV's video prompt (``<video>`` in ChatML) with ``"12s: "`` before each slot's
+tokens and one ``image_newline`` after the last, 1-D positions.
 
 Pooling happens *after* the projector in LLaVA-OV, so the token grid ``encode`` returns is
 already in the LLM's embedding space: ``dim`` is the LLM width and ``to_llm_embeds`` is the
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,30 +35,22 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from core.settings import DEFAULT_CACHE_DIR, DEFAULT_MODEL
 from model import compressor
-from model.presets import SIGLIP_MEAN, SIGLIP_STD, resolve_model
-from model.runtime import DtypeName, pick_device, pick_dtype
-
-
-@dataclass(frozen=True, slots=True)
-class LlavaOVConfig:
-    """How to load and run a LLaVA-OneVision checkpoint."""
-
-    model: str = DEFAULT_MODEL
-    """Hub id, local checkpoint directory, or preset name (``tiny``, ``random-0.5b``, ``random-7b``)."""
-    cache_dir: Path = field(default=DEFAULT_CACHE_DIR)
-    """Where preset checkpoints are built (``cache_dir/<preset>``)."""
-    device: str | None = None
-    """torch device; None picks cuda when available, else cpu."""
-    dtype: DtypeName = "auto"
-    """Weights and activations; ``auto`` is bf16 on cuda, fp32 on cpu."""
-    max_batch: int = 8
-    """Frames per vision-tower forward (batches above 8 gain nothing on CPU)."""
-
-    def __post_init__(self) -> None:
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+from model.backend import BackendInfo, LoadConfig
+from model.families import fingerprint
+from model.presets import resolve_model
+from model.presets_llava import SIGLIP_MEAN, SIGLIP_STD
+from model.prompt import (
+    LABEL_COLON,
+    Prompt,
+    PromptConfig,
+    check_layout,
+    flat_tokens,
+    label_tokens,
+    splice_prompt,
+)
+from model.runtime import pick_device, pick_dtype
+from model.slots import Slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +86,8 @@ class LlavaOVBackend:
     (the LLM hidden size: 896 for 0.5B, 3584 for 7B).
     """
 
-    def __init__(self, config: LlavaOVConfig | None = None) -> None:
-        self.config = config or LlavaOVConfig()
+    def __init__(self, config: LoadConfig | None = None) -> None:
+        self.config = config or LoadConfig()
         self.device = pick_device(self.config.device)
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.path = resolve_model(self.config.model, self.config.cache_dir)
@@ -105,6 +102,17 @@ class LlavaOVBackend:
         self.s_max: int = math.ceil(self.grid / 2)
         self.dim: int = int(self.model.config.text_config.hidden_size)
 
+        self.info = BackendInfo(
+            family="llava-ov",
+            fingerprint=fingerprint("llava-ov", self.path),
+            s_max=self.s_max,
+            dim=self.dim,
+            width=self.dim,
+            pool_space="llm",
+            positions="1d",
+            image_size=self.image_size,
+            label_format="12s: <tokens>",
+        )
         self.model.to(self.device)
         self.image_newline: np.ndarray = self.model.model.image_newline.detach().float().cpu().numpy()
         """[dim] float32: appended once after all frames of a video, as LLaVA-OV does."""
@@ -159,8 +167,29 @@ class LlavaOVBackend:
         """tokens: [..., s, s, dim] -> [..., side, side, dim] (adaptive average, the paper's compressor)."""
         return compressor.pool(tokens, side)
 
-    def to_llm_embeds(self, tokens: np.ndarray) -> np.ndarray:
-        """tokens: [N, dim] -> [N, dim]: identity, LLaVA-OV pools after the projector."""
+    def to_llm_embeds(self, tokens: np.ndarray) -> torch.Tensor:
+        """tokens: [N, dim] -> [N, dim] on the device: as stored, LLaVA-OV pools after the projector."""
         if tokens.shape[-1] != self.dim:
             raise ValueError(f"tokens of width {tokens.shape[-1]}, this backend's width is {self.dim}")
-        return tokens
+        return torch.from_numpy(np.ascontiguousarray(tokens)).to(self.device, self.dtype)
+
+    def label_tokens(self, starts: Sequence[float]) -> list[int]:
+        """Tokens of ``"12s: "`` for a slot starting at each time."""
+        return label_tokens(self.tokenizer, LABEL_COLON, starts)
+
+    def build_prompt(
+        self,
+        slots: Sequence[Slot],
+        question: str,
+        cfg: PromptConfig,
+        budget: int | None = None,
+        gaps: Sequence[tuple[float, float]] = (),
+    ) -> Prompt:
+        """``inputs_embeds`` for ``question`` over ``slots``; with ``timestamps=False`` and native 14x14
+        slots this is exactly transformers' own video prompt. Raises EmptyMemory, BudgetError."""
+        check_layout(slots, cfg, budget)
+        visual = self.to_llm_embeds(flat_tokens(slots))
+        newline = torch.from_numpy(self.image_newline)
+        return splice_prompt(
+            self.model, self.tokenizer, visual, slots, question, cfg, LABEL_COLON, "<video>", gaps, newline
+        )

@@ -389,4 +389,5 @@ def _config_from_meta(meta: dict[Any, Any]) -> MemoryConfig:
         min_side=int(m["min_side"]),
         policy=m["policy"],
         dtype=dtype,
+        backend=m.get("backend", ""),
     )

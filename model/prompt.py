@@ -1,24 +1,27 @@
-"""Prompt assembly: memory slots and a question become ``inputs_embeds`` for the LLM.
+"""Prompt assembly shared by every backend: memory slots and a question become LLM inputs.
 
-The prompt is the model's chat template with one user message holding the video placeholder
-and the question. The rendered text is split on the placeholder; in its place go, for each
-slot in order, an optional timestamp text (``"12s: "``) and the slot's tokens
-(``[side*side, D]``), then one ``image_newline`` after all slots, as LLaVA-OV's video path does.
-With ``timestamps=False`` and native 14x14 slots the result is exactly transformers' own video
-prompt.
+The prompt is the model's chat template with one user message holding the video placeholder and
+the question. The rendered text is split on the placeholder; in its place go, for each slot in
+order, the slot's text before its tokens (a time label in the model's own format, and any per-slot
+markers), the slot's tokens (``[side*side, D]``), and its text after them. ``SlotFormat`` says what
+that text is; each backend has one.
 
-Token accounting: each slot's timestamp text may use up to the memory's per-slot ``text_tokens``
-reserve; the memory part of the prompt (visual + slot text tokens) is what the budget bounds.
+``splice_prompt`` builds ``inputs_embeds`` for models that take spliced embeddings with 1-D
+positions (LLaVA-OV, Dynamic-VLM); the Qwen backends build token ids or positions of their own from
+the same pieces (``render_chat``, ``slot_text_ids``, ``gap_note_ids``).
 
-Counting (``count_slot_text``) is kept apart from assembling, and needs only the tokenizer.
+Token accounting: each slot's text may use up to the tokens the memory accounted for it (its
+``text_tokens``, counted by the backend's ``label_tokens`` when the frame was stored); the memory part
+of the prompt (visual + slot text tokens) is what the budget bounds.
+
 This module knows nothing about Redis, Celery, HTTP, encoders or generation: it takes ``Slot`` values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,35 +47,16 @@ class PromptError(ValueError):
     """The chat template cannot hold a question and one video placeholder."""
 
 
-class LanguageBackend(Protocol):
-    """What the answerer needs of a backend (``LlavaOVBackend`` is one)."""
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase: ...
-    @property
-    def lm(self) -> PreTrainedModel: ...
-    @property
-    def device(self) -> torch.device: ...
-    @property
-    def dtype(self) -> torch.dtype: ...
-    @property
-    def image_newline(self) -> np.ndarray: ...
-
-    def to_llm_embeds(self, tokens: np.ndarray) -> np.ndarray: ...
-
-
 @dataclass(frozen=True, slots=True)
 class PromptConfig:
     """How slots and question become a prompt."""
 
     timestamps: bool = True
-    """Put ``"<t0>: "`` before each slot's tokens (off: transformers' plain video prompt)."""
+    """Put each slot's text (its time label) around its tokens (off: the model's plain video prompt)."""
     text_tokens: int = 8
-    """Per-slot text reserve of the memory's budget; a longer timestamp raises BudgetError."""
+    """Per-slot text reserve of the memory's budget; a longer slot text raises BudgetError."""
     system: str | None = DEFAULT_SYSTEM
     """System message (None: none)."""
-    placeholder: str = "<video>"
-    """The media placeholder the chat template renders for a video item."""
 
     def __post_init__(self) -> None:
         if self.text_tokens < 0:
@@ -81,20 +65,41 @@ class PromptConfig:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Prompt:
-    """An assembled prompt. inputs_embeds: [1, L, H]; attention_mask: [1, L] (all ones)."""
+    """Engine-neutral LLM inputs with their token accounting.
 
-    inputs_embeds: torch.Tensor
+    Exactly one of ``input_ids`` [1, L] and ``inputs_embeds`` [1, L, H]; ``attention_mask`` [1, L];
+    ``position_ids`` when the model needs its own (Qwen's M-RoPE: [4, 1, L], a text row then t, h, w),
+    so that no request relies on a model's shared position state; ``model_kwargs``: whatever else the
+    model's forward takes (precomputed vision features, grid sizes).
+    """
+
     attention_mask: torch.Tensor
     visual_tokens: int
     text_tokens_per_slot: tuple[int, ...]
     prompt_tokens: int
     gap_tokens: int = 0
     """Tokens of the gap notes (outside the memory's budget; bounded by the number of gaps given)."""
+    input_ids: torch.Tensor | None = None
+    inputs_embeds: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if (self.input_ids is None) == (self.inputs_embeds is None):
+            raise ValueError("a prompt has exactly one of input_ids and inputs_embeds")
 
     @property
     def tokens_used(self) -> int:
         """The memory part of the prompt: visual tokens plus slot texts (bounded by the budget)."""
         return self.visual_tokens + sum(self.text_tokens_per_slot)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFormat:
+    """The text around one slot's tokens: ``before(t0)`` (a time label, markers) and ``after``."""
+
+    before: Callable[[float], str]
+    after: str = ""
 
 
 def slot_label(t0: float) -> str:
@@ -111,9 +116,8 @@ def slot_label(t0: float) -> str:
     return f"{int(t)}s"
 
 
-def slot_text(slot: Slot) -> str:
-    """The text put before a slot's tokens."""
-    return f"{slot_label(slot.t0)}: "
+LABEL_COLON = SlotFormat(before=lambda t0: f"{slot_label(t0)}: ")
+"""``"12s: "`` before each slot (LLaVA-OV)."""
 
 
 def gap_text(start: float, end: float) -> str:
@@ -131,11 +135,21 @@ def _gap_notes(slots: Sequence[Slot], gaps: Sequence[tuple[float, float]]) -> li
     return notes
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, question: str, cfg: PromptConfig) -> tuple[str, str]:
+def gap_note_ids(
+    tokenizer: PreTrainedTokenizerBase, slots: Sequence[Slot], gaps: Sequence[tuple[float, float]]
+) -> list[list[int]]:
+    """Token ids of the gap notes before each slot, and one more entry for those after the last."""
+    return [token_ids(tokenizer, n) if n else [] for n in _gap_notes(slots, gaps)]
+
+
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, question: str, cfg: PromptConfig, placeholder: str
+) -> tuple[str, str]:
     """The chat template around one video placeholder: (text before it, text after it).
 
-    Uses LLaVA-style list content; a template that only takes string content (a plain Qwen2
-    tokenizer) is given ``"<video>\\n" + question`` instead, the same layout.
+    ``placeholder``: what the template renders for a ``{"type": "video"}`` item (``<video>`` for
+    LLaVA-OV). A template that only takes string content (a plain Qwen2 tokenizer) is given
+    ``placeholder + "\\n" + question`` instead, the same layout.
     """
     messages: list[dict[str, Any]] = []
     if cfg.system is not None:
@@ -146,24 +160,27 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, question: str, cfg: PromptCo
             [*messages, {"role": "user", "content": user_items}], tokenize=False, add_generation_prompt=True
         )
     except (TemplateError, TypeError):
-        string_user = {"role": "user", "content": f"{cfg.placeholder}\n{question}"}
+        string_user = {"role": "user", "content": f"{placeholder}\n{question}"}
         rendered = tokenizer.apply_chat_template(
             [*messages, string_user], tokenize=False, add_generation_prompt=True
         )
-    if not isinstance(rendered, str) or rendered.count(cfg.placeholder) != 1:
-        raise PromptError(f"chat template must render exactly one {cfg.placeholder!r}; got {rendered!r}")
-    before, after = rendered.split(cfg.placeholder)
+    if not isinstance(rendered, str) or rendered.count(placeholder) != 1:
+        raise PromptError(f"chat template must render exactly one {placeholder!r}; got {rendered!r}")
+    before, after = rendered.split(placeholder)
     return before, after
 
 
-def label_tokens(tokenizer: PreTrainedTokenizerBase, starts: Sequence[float]) -> list[int]:
-    """How many tokens the timestamp text of a slot starting at each time takes.
+def label_tokens(tokenizer: PreTrainedTokenizerBase, fmt: SlotFormat, starts: Sequence[float]) -> list[int]:
+    """How many tokens the text around a slot starting at each time takes (``fmt``).
 
     The encoder worker stores this with each frame, so that the memory's budget pays for the
     exact prompt text (``compressor.plan_sides``) without knowing the tokenizer.
     """
-    texts = [f"{slot_label(t)}: " for t in starts]
-    return [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    if not starts:
+        return []
+    after = len(token_ids(tokenizer, fmt.after)) if fmt.after else 0
+    befores = tokenizer([fmt.before(t) for t in starts], add_special_tokens=False)["input_ids"]
+    return [len(x) + after for x in befores]
 
 
 def _allowed_text(slot: Slot, cfg: PromptConfig) -> int:
@@ -173,23 +190,25 @@ def _allowed_text(slot: Slot, cfg: PromptConfig) -> int:
     return slot.text_tokens or cfg.text_tokens
 
 
-def count_slot_text(
-    tokenizer: PreTrainedTokenizerBase, slots: Sequence[Slot], cfg: PromptConfig
-) -> list[list[int]]:
-    """Token ids of each slot's timestamp text ([] when timestamps are off).
+def slot_text_ids(
+    tokenizer: PreTrainedTokenizerBase, slots: Sequence[Slot], cfg: PromptConfig, fmt: SlotFormat
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids of the text before and after each slot's tokens (both empty when timestamps are off).
 
-    Raises BudgetError, with both numbers, when a text takes more tokens than the memory accounted.
+    Raises BudgetError, with both numbers, when a slot's text takes more tokens than the memory accounted.
     """
     if not cfg.timestamps:
-        return [[] for _ in slots]
-    ids = [list(x) for x in tokenizer([slot_text(s) for s in slots], add_special_tokens=False)["input_ids"]]
-    for slot, slot_ids in zip(slots, ids, strict=True):
-        if len(slot_ids) > _allowed_text(slot, cfg):
+        return [([], []) for _ in slots]
+    after = token_ids(tokenizer, fmt.after) if fmt.after else []
+    befores = tokenizer([fmt.before(s.t0) for s in slots], add_special_tokens=False)["input_ids"]
+    out = [(list(b), list(after)) for b in befores]
+    for slot, (b, a) in zip(slots, out, strict=True):
+        if len(b) + len(a) > _allowed_text(slot, cfg):
             raise BudgetError(
-                f"timestamp {slot_text(slot)!r} takes {len(slot_ids)} tokens, "
+                f"slot text {fmt.before(slot.t0) + fmt.after!r} takes {len(b) + len(a)} tokens, "
                 f"the memory accounted {_allowed_text(slot, cfg)} for it"
             )
-    return ids
+    return out
 
 
 def check_layout(slots: Sequence[Slot], cfg: PromptConfig, budget: int | None = None) -> None:
@@ -205,57 +224,62 @@ def check_layout(slots: Sequence[Slot], cfg: PromptConfig, budget: int | None = 
             raise BudgetError(f"the slots cost {cost} tokens, the budget is {budget}")
 
 
-def build_prompt(
-    backend: LanguageBackend,
+def flat_tokens(slots: Sequence[Slot]) -> np.ndarray:
+    """Every slot's tokens, row-major, one after the other: [sum(side^2), D]."""
+    return np.concatenate([np.asarray(s.tokens).reshape(s.side * s.side, -1) for s in slots])
+
+
+def splice_prompt(
+    lm: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    visual: torch.Tensor,
     slots: Sequence[Slot],
     question: str,
     cfg: PromptConfig,
-    budget: int | None = None,
+    fmt: SlotFormat,
+    placeholder: str,
     gaps: Sequence[tuple[float, float]] = (),
+    tail: torch.Tensor | None = None,
 ) -> Prompt:
-    """Assemble ``inputs_embeds`` [1, L, H] for ``question`` over ``slots`` (in memory order).
+    """``inputs_embeds`` [1, L, H] for ``question`` over ``slots``: text embeddings with each slot's
+    LLM embeddings (``visual``: [sum(side^2), H], in slot order) spliced in, 1-D positions.
 
     ``gaps``: (start, end) spans in slot time where the source showed nothing; each becomes a note
     (``gap_text``) in time order among the slots, so the model knows the camera saw nothing then.
-
-    Raises EmptyMemory without slots, BudgetError when a timestamp exceeds the text reserve or
-    the layout exceeds ``budget`` (when given).
+    ``placeholder``: as in ``render_chat``. ``tail``: [H] put once after the last slot (LLaVA-OV's
+    ``image_newline``). Call ``check_layout`` first.
     """
-    check_layout(slots, cfg, budget)
-    tok = backend.tokenizer
-    before, after = render_chat(tok, question, cfg)
-    text_ids = count_slot_text(tok, slots, cfg)
-    note_ids = [_ids(tok, n) if n else [] for n in _gap_notes(slots, gaps)]
-    text_ids = [n + t for n, t in zip(note_ids, text_ids, strict=False)]
-    pre_ids, post_ids = _ids(tok, before), note_ids[-1] + _ids(tok, after)
-
-    # One embedding lookup for every text piece, one transfer for every visual token.
-    lm = backend.lm
-    all_ids = [*pre_ids, *(i for ids in text_ids for i in ids), *post_ids]
-    ids_t = torch.tensor(all_ids, dtype=torch.long, device=backend.device)
-    with torch.no_grad():
-        text_emb = lm.get_input_embeddings()(ids_t)
-    flat = [np.asarray(s.tokens).reshape(s.side * s.side, -1) for s in slots]
-    visual = backend.to_llm_embeds(np.concatenate(flat))
-    vis = torch.from_numpy(np.ascontiguousarray(visual)).to(backend.device, backend.dtype)
-    newline = torch.from_numpy(np.ascontiguousarray(backend.image_newline)).to(backend.device, backend.dtype)
-
-    pieces = [text_emb[: len(pre_ids)]]
-    t_at, v_at = len(pre_ids), 0
-    for ids, grid in zip(text_ids, flat, strict=True):
-        pieces += [text_emb[t_at : t_at + len(ids)], vis[v_at : v_at + len(grid)]]
-        t_at, v_at = t_at + len(ids), v_at + len(grid)
-    pieces += [newline[None], text_emb[t_at:]]
-    embeds = torch.cat(pieces)[None]
+    before, after = render_chat(tokenizer, question, cfg, placeholder)
+    texts = slot_text_ids(tokenizer, slots, cfg, fmt)
+    notes = gap_note_ids(tokenizer, slots, gaps)
+    pre_ids, post_ids = token_ids(tokenizer, before), notes[-1] + token_ids(tokenizer, after)
+    all_ids = [*pre_ids]
+    for note, (b, a) in zip(notes, texts, strict=False):
+        all_ids += [*note, *b, *a]
+    all_ids += post_ids
+    device, dtype = visual.device, visual.dtype
+    with torch.no_grad():  # one embedding lookup for every text piece
+        text_emb = lm.get_input_embeddings()(torch.tensor(all_ids, dtype=torch.long, device=device))
+    pieces, t_at, v_at = [text_emb[: len(pre_ids)]], len(pre_ids), 0
+    for slot, note, (b, a) in zip(slots, notes, texts, strict=False):
+        n_before, n_vis = len(note) + len(b), slot.side * slot.side
+        pieces += [text_emb[t_at : t_at + n_before], visual[v_at : v_at + n_vis]]
+        pieces.append(text_emb[t_at + n_before : t_at + n_before + len(a)])
+        t_at, v_at = t_at + n_before + len(a), v_at + n_vis
+    if tail is not None:
+        pieces.append(tail.to(device, dtype)[None])
+    pieces.append(text_emb[t_at:])
+    embeds = torch.cat(pieces).to(dtype)[None]
     return Prompt(
         inputs_embeds=embeds,
-        attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=backend.device),
+        attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=device),
         visual_tokens=v_at,
-        text_tokens_per_slot=tuple(len(ids) - len(n) for ids, n in zip(text_ids, note_ids, strict=False)),
+        text_tokens_per_slot=tuple(len(b) + len(a) for b, a in texts),
         prompt_tokens=int(embeds.shape[1]),
-        gap_tokens=sum(len(n) for n in note_ids),
+        gap_tokens=sum(len(n) for n in notes),
     )
 
 
-def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The ids of ``text`` without special tokens added."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

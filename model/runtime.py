@@ -6,11 +6,9 @@ Rule: cuda when available, else cpu; dtype ``auto`` means bf16 on cuda and fp32 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
+from model.backend import DtypeName
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

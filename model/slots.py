@@ -12,10 +12,18 @@ from typing import Literal
 
 import numpy as np
 
+from core.errors import VidmemError
 from model.compressor import layout_cost, max_slots
 from model.merge import get_policy
 
 StorageDtype = Literal["float16", "float32"]
+
+
+class BackendMismatch(VidmemError):
+    """A memory written by one model was asked or extended with another: its tokens mean nothing there."""
+
+    code = "backend_mismatch"
+    status = 409
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,7 @@ class MemoryConfig:
     min_side:    smallest grid side before slots merge temporally.
     policy:      merge policy name (``merge.POLICIES``).
     dtype:       storage dtype of the tokens.
+    backend:     the fingerprint of the backend that wrote it.
     """
 
     budget: int
@@ -84,6 +93,9 @@ class MemoryConfig:
     min_side: int = 1
     policy: str = "similar"
     dtype: StorageDtype = "float16"
+    backend: str = ""
+    """Fingerprint of the backend whose tokens the memory holds (``BackendInfo.fingerprint``); only that
+    backend may add to it or answer from it. Empty: written before fingerprints, any backend of its width."""
 
     def __post_init__(self) -> None:
         if self.s_max < 1 or self.dim < 1 or not 1 <= self.min_side <= self.s_max:
@@ -91,6 +103,15 @@ class MemoryConfig:
         if max_slots(self.budget, self.text_tokens, self.min_side) < 2:
             raise ValueError(f"budget {self.budget} holds fewer than 2 slots at side {self.min_side}")
         get_policy(self.policy)
+
+    def require_backend(self, fingerprint: str) -> None:
+        """Raise BackendMismatch unless a backend with ``fingerprint`` may read and extend this memory."""
+        if self.backend and self.backend != fingerprint:
+            raise BackendMismatch(
+                f"this stream's memory holds tokens of model {self.backend}, "
+                f"the loaded model is {fingerprint}: "
+                "ask it with the model that wrote it, or create a new stream"
+            )
 
     @property
     def max_slots(self) -> int:

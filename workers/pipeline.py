@@ -271,6 +271,7 @@ def _encode(rt: Runtime, stream_id: str, frames: list[Frame]) -> None:
     rec = rt.records.stream(stream_id)
     bind_log_context(tenant=rec.tenant)
     cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
+    cfg.require_backend(backend.info.fingerprint)
     t0 = time.perf_counter()
     tokens = backend.encode(np.stack([f.image for f in frames]))
     encode_s = time.perf_counter() - t0
@@ -341,7 +342,7 @@ def answer_question(
 
     A request its client cancelled (``AnswerChannel.cancel``) does not start, or stops generating within
     about ``AnswerConfig.stop_poll_s``; its channel then ends without an event."""
-    from model.answerer import EmptyMemory
+    from model.prompt import EmptyMemory
 
     channel = AnswerChannel(rt.redis, request_id)
     if channel.cancelled():  # its client left while the task was queued
@@ -388,12 +389,13 @@ def _generate(
 ) -> tuple[MemoryState, Answer] | None:
     """Generate the answer, its pieces into ``channel``: (the memory read, the answer), or None when its
     client cancelled it meanwhile. Raises EmptyMemory when there is nothing to answer over."""
-    from model.answerer import EmptyMemory
+    from model.prompt import EmptyMemory
     from workers.models import answerer_for
 
     if not rt.memory.exists(stream_id):
         raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
     state = rt.memory.state(stream_id, with_tokens=True)
+    state.config.require_backend(rt.backend().info.fingerprint)
     lo, hi = _bounds(window)
     slots = [s for s in state.as_slots() if s.t1 >= lo and s.t0 <= hi]
     if not slots:

@@ -14,6 +14,7 @@ import fakeredis
 from redis import Redis
 
 from core.settings import Settings
+from model.families import Defaults, defaults_for
 from model.memory import MemoryConfig, TokenMemory
 from stream.urls import NetworkPolicy
 from workers.frames import FrameStore
@@ -27,7 +28,7 @@ URL_TLS_HINT = "certificates are checked by VIDMEM_URL_VERIFY_TLS (public, alway
 """Appended to a refused TLS certificate of a URL (``NetworkPolicy.tls_hint``)."""
 
 if TYPE_CHECKING:
-    from model.llava_ov import LlavaOVBackend
+    from model.backend import Backend
 
 
 class Dispatcher(Protocol):
@@ -107,7 +108,7 @@ class Runtime:
                 self._models[name] = build()
             return self._models[name]
 
-    def backend(self) -> LlavaOVBackend:
+    def backend(self) -> Backend:
         from workers.models import load_backend
 
         return self._cached("backend", lambda: load_backend(self.settings))
@@ -130,16 +131,29 @@ class Runtime:
             tls_hint=URL_TLS_HINT,
         )
 
-    def memory_config(self, budget: int) -> MemoryConfig:
-        """The memory config of a new stream: geometry from the loaded backend, policy from settings."""
-        b = self.backend()
+    def memory_defaults(self) -> Defaults:
+        """The memory settings in force: each one set in ``Settings``, else the model's default
+        (``model.families``: read from the checkpoint's config, without loading it)."""
         s = self.settings
+        d = self._cached("defaults", lambda: defaults_for(s.model))
+        return Defaults(
+            budget=d.budget if s.budget is None else s.budget,
+            min_side=d.min_side if s.min_side is None else s.min_side,
+            text_tokens=d.text_tokens if s.text_tokens is None else s.text_tokens,
+        )
+
+    def memory_config(self, budget: int) -> MemoryConfig:
+        """The memory config of a new stream: geometry and fingerprint from the loaded backend, the rest
+        from ``memory_defaults``."""
+        info = self.backend().info
+        d = self.memory_defaults()
         return MemoryConfig(
             budget=budget,
-            s_max=b.s_max,
-            dim=b.dim,
-            text_tokens=s.text_tokens,
-            min_side=min(s.min_side, b.s_max),
-            policy=s.merge_policy,
-            dtype=s.storage_dtype,
+            s_max=info.s_max,
+            dim=info.dim,
+            text_tokens=d.text_tokens,
+            min_side=min(d.min_side, info.s_max),
+            policy=self.settings.merge_policy,
+            dtype=self.settings.storage_dtype,
+            backend=info.fingerprint,
         )

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.auth import TenantDep
-from api.deps import SettingsDep
+from api.deps import RuntimeDep, SettingsDep
 from api.rtc import Peers
 from api.schemas import WebRtcAnswer, WebRtcConfigPublic, WebRtcOffer
 
@@ -33,7 +33,7 @@ async def offer(body: WebRtcOffer, request: Request, tenant: TenantDep) -> Any:
 
 
 @router.get("/v1/webrtc/config", response_model=WebRtcConfigPublic, response_model_exclude_unset=True)
-def config(settings: SettingsDep, request: Request, _: TenantDep) -> dict[str, Any]:
+def config(settings: SettingsDep, rt: RuntimeDep, request: Request, _: TenantDep) -> dict[str, Any]:
     """What a browser needs to connect: the ICE servers, and the limits it will meet."""
     return {
         "ice_servers": [s.model_dump(exclude_none=True) for s in settings.webrtc_ice_servers],
@@ -41,5 +41,5 @@ def config(settings: SettingsDep, request: Request, _: TenantDep) -> dict[str, A
         "peers": len(_peers(request)),
         "watchdog_s": settings.webrtc_watchdog_s,
         "fps": settings.fps,
-        "budget": settings.budget,
+        "budget": rt.memory_defaults().budget,
     }

@@ -1,0 +1,20 @@
+"""Load the backend of any served family: the family is read from the checkpoint's config.json.
+
+``--model`` takes a preset name, a local checkpoint directory or a hub id of any family; this is
+the one place that maps a family to its backend class.
+"""
+
+from __future__ import annotations
+
+from model.backend import Backend, LoadConfig
+from model.families import family_of
+
+
+def load_backend(config: LoadConfig) -> Backend:
+    """The backend for ``config.model`` (a preset is built into ``config.cache_dir`` first)."""
+    family = family_of(config.model)
+    if family == "llava-ov":
+        from model.llava_ov import LlavaOVBackend
+
+        return LlavaOVBackend(config)
+    raise ValueError(f"model family {family!r} has no backend yet")

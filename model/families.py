@@ -1,0 +1,112 @@
+"""Which model family a checkpoint belongs to, and that family's memory defaults, without torch.
+
+The API process (``vidmem serve``) creates streams with the model's default budget but never loads
+the model, so the family is read here from the checkpoint's ``config.json`` alone: a preset (by
+name), a local directory, or a hub id already in the local hub cache.
+
+Defaults keep the memory in the range each model saw in training (``min_side``: the smallest grid
+side a slot is pooled to before slots merge in time). The tiny test presets differ
+(``model.names.PRESET_DEFAULTS``): their floor is 1, so tests exercise pooling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.errors import HFValidationError
+
+from model.names import PRESET_DEFAULTS, PRESET_FAMILIES
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """A family's memory defaults (``Settings`` fields left unset take these)."""
+
+    budget: int
+    min_side: int
+    text_tokens: int
+    """The most prompt tokens one slot's time label (with its per-slot markers) may take."""
+
+
+DEFAULTS: dict[str, Defaults] = {
+    # LLaVA-OV/LLaVA-Video were trained on 14x14 pooled video frames only: below that, slots merge.
+    "llava-ov": Defaults(budget=4096, min_side=14, text_tokens=8),
+    # qwen-vl-utils' VIDEO_MIN_PIXELS: 128 merged tokens per frame (side 11) at the least.
+    "qwen2.5-vl": Defaults(budget=12288, min_side=11, text_tokens=12),
+    "qwen3-vl": Defaults(budget=12288, min_side=11, text_tokens=12),
+    # The paper trained with 16..576 tokens per frame (sides 4..24); its 14B model used a 10K budget.
+    "dynamic-vlm": Defaults(budget=10240, min_side=4, text_tokens=8),
+}
+
+
+def family_of_config(config: dict[str, Any]) -> str:
+    """The family of a checkpoint from its ``config.json``; ValueError for one vidmem cannot serve."""
+    model_type = config.get("model_type")
+    if model_type == "llava_onevision":
+        return "llava-ov"
+    if model_type == "qwen2_5_vl":
+        return "qwen2.5-vl"
+    if model_type == "qwen3_vl":
+        return "qwen3-vl"
+    if "mm_projector_type" in config and "mm_vision_tower" in config:
+        return "dynamic-vlm"
+    raise ValueError(
+        f"model_type {model_type!r} is not served: vidmem serves LLaVA-OneVision/LLaVA-Video, Qwen2.5-VL, "
+        "Qwen3-VL and Dynamic-VLM (a LLaVA-style config with mm_vision_tower and mm_projector_type)"
+    )
+
+
+def read_checkpoint_file(name: str, filename: str) -> str | None:
+    """A file of a local checkpoint directory or of a hub id in the local cache; None when absent."""
+    path = Path(name)
+    if path.is_dir():
+        found = path / filename
+        return found.read_text() if found.is_file() else None
+    try:
+        cached = try_to_load_from_cache(name, filename)
+    except HFValidationError:
+        return None
+    return Path(cached).read_text() if isinstance(cached, str) else None
+
+
+def family_of(name: str) -> str:
+    """The family of a preset name, a local checkpoint, or a cached hub id (ValueError if unknown)."""
+    if name in PRESET_FAMILIES:
+        return PRESET_FAMILIES[name]
+    raw = read_checkpoint_file(name, "config.json")
+    if raw is None:
+        raise ValueError(f"model {name!r}: no config.json found locally")
+    return family_of_config(json.loads(raw))
+
+
+def defaults_for(name: str) -> Defaults:
+    """The memory defaults of checkpoint ``name``: its family's (a tiny preset's differ)."""
+    base = DEFAULTS[family_of(name)]
+    override = PRESET_DEFAULTS.get(name, {})
+    return Defaults(
+        budget=override.get("budget", base.budget),
+        min_side=override.get("min_side", base.min_side),
+        text_tokens=override.get("text_tokens", base.text_tokens),
+    )
+
+
+VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"})
+"""Config keys that do not change what a checkpoint's tokens mean (left out of its fingerprint)."""
+
+
+def fingerprint(family: str, checkpoint: str) -> str:
+    """``family:<12 hex>``: a hash of the checkpoint's config.json without its volatile keys. Two
+    checkpoints with one architecture and one config share it (fine-tunes of one base model do too:
+    their tokens live in the same spaces, though their meaning may drift)."""
+    import hashlib
+
+    raw = read_checkpoint_file(checkpoint, "config.json")
+    if raw is None:
+        raise ValueError(f"model {checkpoint!r}: no config.json found locally")
+    config = {k: v for k, v in json.loads(raw).items() if k not in VOLATILE_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return f"{family}:{digest[:12]}"
