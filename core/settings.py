@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,10 @@ class IceServer(BaseModel):
     credential: str | None = None
 
 
+MODEL_DEFAULT: dict[str, Any] = {"default_text": "the model's (model.families)"}
+"""Marks a setting whose unset default comes from the loaded model's family."""
+
+
 class Settings(BaseSettings):
     """vidmem's configuration, validated once at start-up."""
 
@@ -83,8 +87,9 @@ class Settings(BaseSettings):
     # --- model ---
     model: str = Field(
         DEFAULT_MODEL,
-        description="Hub id (its weights in the local Hugging Face cache: hf download ID), local checkpoint "
-        "directory, or a preset: tiny, random-0.5b, random-7b.",
+        description="Hub id (its weights in the local Hugging Face cache: hf download ID) or local "
+        "checkpoint directory of LLaVA-OneVision/LLaVA-Video, Qwen2.5-VL, Qwen3-VL or Dynamic-VLM, or a "
+        "preset.",
     )
     model_cache: Path = Field(
         DEFAULT_CACHE_DIR,
@@ -92,7 +97,8 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on cuda, float32 on cpu."
+        "auto",
+        description="auto: bfloat16 on cuda and on CPUs with native bf16 (AVX-512 BF16, AMX), else float32.",
     )
     encode_batch: int = Field(8, ge=1, le=256, description="Frames per encode task and per ViT forward.")
     max_new_tokens: int = Field(128, ge=1, le=4096, description="Longest answer, in tokens.")
@@ -102,19 +108,22 @@ class Settings(BaseSettings):
         None,
         ge=16,
         le=1_000_000,
-        description="Token budget of a stream's memory (unset: the model's).",
+        description="Token budget of a stream's memory.",
+        json_schema_extra=MODEL_DEFAULT,
     )
     text_tokens: int | None = Field(
         None,
         ge=0,
         le=64,
-        description="Most tokens one slot's time label may take (0: no labels; unset: the model's default).",
+        description="Most tokens one slot's time label may take (0: no labels).",
+        json_schema_extra=MODEL_DEFAULT,
     )
     min_side: int | None = Field(
         None,
         ge=1,
         le=32,
-        description="Smallest grid side before slots merge in time (unset: the model's).",
+        description="Smallest grid side before slots merge in time.",
+        json_schema_extra=MODEL_DEFAULT,
     )
     merge_policy: Literal["similar", "uniform"] = Field("similar", description="Which slots merge first.")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of stored tokens.")

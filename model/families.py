@@ -1,4 +1,5 @@
-"""Which model family a checkpoint belongs to, and that family's memory defaults, without torch.
+"""Which model family a checkpoint belongs to, whether it can load here, and the family's memory
+defaults, without torch and without the network.
 
 The API process (``vidmem serve``) creates streams with the model's default budget but never loads
 the model, so the family is read here from the checkpoint's ``config.json`` alone: a preset (by
@@ -19,7 +20,7 @@ from typing import Any
 from huggingface_hub import try_to_load_from_cache
 from huggingface_hub.errors import HFValidationError
 
-from model.names import PRESET_DEFAULTS, PRESET_FAMILIES
+from model.names import PRESET_DEFAULTS, PRESET_FAMILIES, PRESET_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +111,29 @@ def fingerprint(family: str, checkpoint: str) -> str:
     config = {k: v for k, v in json.loads(raw).items() if k not in VOLATILE_KEYS}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
     return f"{family}:{digest[:12]}"
+
+
+def model_problem(name: str) -> str | None:
+    """None when ``name`` can be loaded here without a download and is of a served family; else one line
+    that says why not and what to do. A name is a preset, a local checkpoint directory (with a
+    ``config.json``), or a hub id whose files are already in the local hub cache (``HF_HOME``). The API
+    process runs this check too, before anything starts."""
+    if name in PRESET_NAMES:
+        return None
+    path = Path(name)
+    if path.exists() and not path.is_dir():
+        return f"model {name!r} is a file; give a checkpoint directory, a hub id or a preset"
+    raw = read_checkpoint_file(name, "config.json")
+    if raw is None and path.is_dir():
+        return f"model {name!r} is a directory without a config.json: not a checkpoint"
+    if raw is None:
+        return (
+            f"model {name!r} is not a preset ({', '.join(PRESET_NAMES)}), a checkpoint directory, or a hub "
+            "id in the local Hugging Face cache; a hub id needs its weights downloaded first: "
+            f"hf download {name}"
+        )
+    try:
+        family_of_config(json.loads(raw))
+    except ValueError as e:
+        return f"model {name!r}: {e}"
+    return None

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from core.logs import configure_logging
 from core.settings import Settings
+from model.names import PRESET_NAMES
 from stream.urls import redact
 from vidmem.console import Progress, ingest_progress, printable, say
 
@@ -33,7 +34,7 @@ def _settings(args: argparse.Namespace, **fixed: Any) -> Settings:
 
 def _model_ok(settings: Settings) -> bool:
     """Whether the model can be loaded here without a download; if not, say so in one line."""
-    from model.names import model_problem
+    from model.families import model_problem
 
     problem = model_problem(settings.model)
     if problem is not None:
@@ -278,7 +279,10 @@ def _help(field: str, what: str | None = None) -> str:
     """An option's help: the Settings field's description (or ``what``), its default and its variable."""
     info = Settings.model_fields[field]
     default = info.get_default(call_default_factory=True)
-    if default is None:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    if "default_text" in extra:
+        shown = str(extra["default_text"])
+    elif default is None:
         shown = "none"
     elif isinstance(default, tuple | list):
         shown = ",".join(map(str, default)) or "none"
@@ -293,7 +297,9 @@ def _global_options(p: argparse.ArgumentParser, default: Any) -> None:
     ``vidmem serve --redis-url X``): the subcommands' copies default to SUPPRESS, so that they only set a
     value when given, and never hide one given before the name."""
     p.add_argument("--redis-url", dest="redis_url", metavar="URL", default=default, help=_help("redis_url"))
-    p.add_argument("--model", metavar="NAME", default=default, help=_help("model"))
+    presets = ", ".join(PRESET_NAMES)
+    what = f"{Settings.model_fields['model'].description} Presets (no download): {presets}."
+    p.add_argument("--model", metavar="NAME", default=default, help=_help("model", what))
 
 
 def _command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from bench.redis_server import RedisServer
-from model.names import PRESET_NAMES, model_problem
+from model.families import model_problem
+from model.names import PRESET_NAMES
 from stream.demo import demo_path
 from tests.conftest import REPO
 from tests.stream.clips import make_clip
@@ -74,7 +75,7 @@ def test_a_model_name_is_a_preset_a_checkpoint_or_a_cached_hub_id(
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
     snapshot = hub / "models--acme--cam-vlm" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
+    (snapshot / "config.json").write_text('{"model_type": "qwen3_vl"}')
     (hub / "models--acme--cam-vlm" / "refs").mkdir()
     (hub / "models--acme--cam-vlm" / "refs" / "main").write_text("0123abcd")
     checkpoint = tmp_path / "ckpt"
@@ -83,7 +84,9 @@ def test_a_model_name_is_a_preset_a_checkpoint_or_a_cached_hub_id(
     assert model_problem("acme/cam-vlm") is None
     assert "hf download acme/other" in (model_problem("acme/other") or "")
     assert "without a config.json" in (model_problem(str(checkpoint)) or "")
-    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "config.json").write_text('{"model_type": "bert"}')
+    assert "'bert' is not served" in (model_problem(str(checkpoint)) or "")
+    (checkpoint / "config.json").write_text('{"model_type": "llava_onevision"}')
     assert model_problem(str(checkpoint)) is None
     assert model_problem("./no/such/dir") is not None  # not a hub id either
 
@@ -142,7 +145,10 @@ def test_version_and_help_with_every_default(tmp_path: Path) -> None:
     assert out.returncode == 0 and out.stdout.strip() == f"vidmem {version('vidmem')}"
     out = vidmem(["serve", "--help"], tmp_path, timeout=60)
     flat = " ".join(out.stdout.split())
-    assert "Default: 8000 (VIDMEM_PORT)" in flat and "Default: 2048 (VIDMEM_BUDGET)" in flat, out.stdout
+    assert (
+        "Default: 8000 (VIDMEM_PORT)" in flat
+        and "Default: the model's (model.families) (VIDMEM_BUDGET)" in flat
+    ), out.stdout
     assert "Default: none (VIDMEM_REDIS_URL)" in flat
 
 

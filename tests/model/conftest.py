@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.llava_ov import LlavaOVBackend, LlavaOVConfig
+from model.backend import LoadConfig
+from model.llava_ov import LlavaOVBackend
 from model.presets import resolve_model
 
 
@@ -24,7 +25,7 @@ def tiny_path(tiny_cache: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_cache: Path, tiny_path: str) -> LlavaOVBackend:
     """The tiny preset on the CPU in fp32 (shared: tests must not modify it)."""
-    return LlavaOVBackend(LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="float32"))
+    return LlavaOVBackend(LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="float32"))
 
 
 @pytest.fixture(scope="session")

@@ -10,19 +10,10 @@ import pytest
 import torch
 
 from core.errors import VidmemError
-from model.answerer import (
-    AnswerConfig,
-    Answerer,
-    EmptyMemory,
-    PromptConfig,
-    build_prompt,
-    render_chat,
-    slot_label,
-    slot_text,
-)
+from model.answerer import AnswerConfig, Answerer
 from model.compressor import BudgetError, pool
 from model.llava_ov import LlavaOVBackend
-from model.prompt import gap_text
+from model.prompt import LABEL_COLON, EmptyMemory, PromptConfig, gap_text, render_chat, slot_label
 from model.slots import Slot
 
 QUESTION = "How many people are in the room?"
@@ -46,15 +37,15 @@ def _ids(backend: LlavaOVBackend, text: str) -> list[int]:
 def test_slot_labels() -> None:
     assert [slot_label(t) for t in (0, 12.7, 3605, 99_999.9)] == ["0s", "12s", "3605s", "99999s"]
     assert slot_label(100_020) == "1667m" and slot_label(6_000_000) == "1666h"
-    assert slot_text(Slot(0, 42.0, 50.0, 0, 3, 1, np.zeros((1, 1, 4)))) == "42s: "
+    assert LABEL_COLON.before(42.0) == "42s: "
 
 
 def test_prompt_layout_and_accounting(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
     cfg = PromptConfig(timestamps=True, text_tokens=8)
-    prompt = build_prompt(tiny_backend, slots, QUESTION, cfg, budget=400)
-    before, after = render_chat(tiny_backend.tokenizer, QUESTION, cfg)
+    prompt = tiny_backend.build_prompt(slots, QUESTION, cfg, budget=400)
+    before, after = render_chat(tiny_backend.tokenizer, QUESTION, cfg, "<video>")
     pre, post = _ids(tiny_backend, before), _ids(tiny_backend, after)
-    texts = [_ids(tiny_backend, slot_text(s)) for s in slots]
+    texts = [_ids(tiny_backend, LABEL_COLON.before(s.t0)) for s in slots]
     assert prompt.text_tokens_per_slot == tuple(len(t) for t in texts)
     assert prompt.visual_tokens == 196 + 49 + 9 + 1
     assert prompt.tokens_used == prompt.visual_tokens + sum(len(t) for t in texts)
@@ -84,13 +75,13 @@ def test_prompt_layout_and_accounting(tiny_backend: LlavaOVBackend, slots: list[
 
 def test_budget_errors(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
     with pytest.raises(BudgetError, match=r"takes \d+ tokens, the memory accounted 3 for it"):
-        build_prompt(tiny_backend, slots, QUESTION, PromptConfig(text_tokens=3))
+        tiny_backend.build_prompt(slots, QUESTION, PromptConfig(text_tokens=3))
     cost = 196 + 49 + 9 + 1 + 4 * 8
     with pytest.raises(BudgetError, match=f"cost {cost} tokens, the budget is {cost - 1}"):
-        build_prompt(tiny_backend, slots, QUESTION, PromptConfig(text_tokens=8), budget=cost - 1)
-    build_prompt(tiny_backend, slots, QUESTION, PromptConfig(text_tokens=8), budget=cost)
+        tiny_backend.build_prompt(slots, QUESTION, PromptConfig(text_tokens=8), budget=cost - 1)
+    tiny_backend.build_prompt(slots, QUESTION, PromptConfig(text_tokens=8), budget=cost)
     with pytest.raises(EmptyMemory):
-        build_prompt(tiny_backend, [], QUESTION, PromptConfig())
+        tiny_backend.build_prompt([], QUESTION, PromptConfig())
     with pytest.raises(EmptyMemory):
         Answerer(tiny_backend, PromptConfig()).stream([], QUESTION, budget=100)
 
@@ -113,32 +104,19 @@ def test_streaming_matches_the_plain_answer(tiny_backend: LlavaOVBackend, slots:
         assert 0 < answer.ttft_s <= answer.total_s
         assert answer.new_tokens == plain.new_tokens > 1
         assert (answer.budget, answer.slots_used) == (400, 4)
-        assert answer.tokens_used == build_prompt(tiny_backend, slots, QUESTION, PromptConfig()).tokens_used
+        assert answer.tokens_used == tiny_backend.build_prompt(slots, QUESTION, PromptConfig()).tokens_used
         assert answer.prompt_tokens > answer.tokens_used
 
 
-class _FailingLM:
-    """Delegates to the real model but fails in generate (to see errors cross the thread)."""
+class _FailingEngine:
+    """An engine whose generation fails (to see errors cross the thread)."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def get_input_embeddings(self) -> Any:
-        return self.inner.get_input_embeddings()
-
-    def generate(self, **kwargs: Any) -> Any:
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("generation blew up")
 
 
-class _Wrapped:
-    def __init__(self, backend: LlavaOVBackend) -> None:
-        self.tokenizer, self.device, self.dtype = backend.tokenizer, backend.device, backend.dtype
-        self.image_newline, self.to_llm_embeds = backend.image_newline, backend.to_llm_embeds
-        self.lm = _FailingLM(backend.model)
-
-
 def test_stream_reraises_generation_errors(tiny_backend: LlavaOVBackend, slots: list[Slot]) -> None:
-    answerer = Answerer(_Wrapped(tiny_backend), PromptConfig())  # type: ignore[arg-type]
+    answerer = Answerer(tiny_backend, PromptConfig(), engine=_FailingEngine())
     stream = answerer.stream(slots, QUESTION, budget=400)
     with pytest.raises(RuntimeError, match="blew up"):
         list(stream)
@@ -152,10 +130,10 @@ def test_string_only_chat_templates_get_the_same_layout(tiny_backend: LlavaOVBac
         "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
-    assert render_chat(tok, QUESTION, PromptConfig()) == render_chat(
-        tiny_backend.tokenizer, QUESTION, PromptConfig()
+    assert render_chat(tok, QUESTION, PromptConfig(), "<video>") == render_chat(
+        tiny_backend.tokenizer, QUESTION, PromptConfig(), "<video>"
     )
-    before, after = render_chat(tok, QUESTION, PromptConfig(system=None))
+    before, after = render_chat(tok, QUESTION, PromptConfig(system=None), "<video>")
     assert before == "<|im_start|>user\n" and after.startswith("\n" + QUESTION)
 
 
@@ -173,9 +151,9 @@ def test_gaps_are_noted_in_time_order(tiny_backend: LlavaOVBackend, slots: list[
     """A gap's note goes before the first slot after it (one after the last slot goes after the video);
     the memory's accounting is unchanged and the notes' tokens are counted apart."""
     cfg = PromptConfig(timestamps=True, text_tokens=8)
-    plain = build_prompt(tiny_backend, slots, QUESTION, cfg, budget=400)
+    plain = tiny_backend.build_prompt(slots, QUESTION, cfg, budget=400)
     gaps = [(1.0, 12.0), (300_000.0, 300_050.0), (5.0, 6.0)]
-    prompt = build_prompt(tiny_backend, slots, QUESTION, cfg, budget=400, gaps=gaps)
+    prompt = tiny_backend.build_prompt(slots, QUESTION, cfg, budget=400, gaps=gaps)
     notes = ["(no video 1s-12s) (no video 5s-6s) ", "(no video 5000m-5000m) "]
     assert gap_text(1.0, 12.0) == "(no video 1s-12s) "
     assert prompt.gap_tokens == sum(len(_ids(tiny_backend, n)) for n in notes) > 0
@@ -184,9 +162,9 @@ def test_gaps_are_noted_in_time_order(tiny_backend: LlavaOVBackend, slots: list[
     assert prompt.prompt_tokens == plain.prompt_tokens + prompt.gap_tokens
 
     # The first note sits right after the prefix text, before slot 1's timestamp (slot 1 starts at 12.4 s).
-    before, _ = render_chat(tiny_backend.tokenizer, QUESTION, cfg)
+    before, _ = render_chat(tiny_backend.tokenizer, QUESTION, cfg, "<video>")
     pre = _ids(tiny_backend, before)
-    at = len(pre) + len(_ids(tiny_backend, slot_text(slots[0]))) + slots[0].n_tokens
+    at = len(pre) + len(_ids(tiny_backend, LABEL_COLON.before(slots[0].t0))) + slots[0].n_tokens
     first = _ids(tiny_backend, notes[0])
     with torch.inference_mode():
         want = tiny_backend.model.get_input_embeddings()(torch.tensor(first))

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.answerer import AnswerConfig, Answerer, PromptConfig, build_prompt
-from model.llava_ov import LlavaOVBackend, LlavaOVConfig
+from model.answerer import AnswerConfig, Answerer
+from model.backend import LoadConfig
+from model.llava_ov import LlavaOVBackend
+from model.prompt import PromptConfig
 from model.slots import Slot
 
 QUESTION = "What colour is the car at the start?"
@@ -56,15 +58,13 @@ def _reference_inputs(backend: LlavaOVBackend, frames: np.ndarray) -> dict[str, 
 def backend(request: pytest.FixtureRequest, tiny_backend: LlavaOVBackend, tiny_cache: Path) -> LlavaOVBackend:
     if request.param == "float32":
         return tiny_backend
-    return LlavaOVBackend(
-        LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype=request.param)
-    )
+    return LlavaOVBackend(LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype=request.param))
 
 
 def test_logits_match_transformers_video_path(backend: LlavaOVBackend, frames: np.ndarray) -> None:
     model = backend.model
     clip = frames[:3]
-    prompt = build_prompt(backend, _stored_slots(backend, clip), QUESTION, PromptConfig(timestamps=False))
+    prompt = backend.build_prompt(_stored_slots(backend, clip), QUESTION, PromptConfig(timestamps=False))
     ref_inputs = _reference_inputs(backend, clip)
     assert prompt.prompt_tokens == ref_inputs["input_ids"].shape[1]
     assert prompt.visual_tokens == 3 * 196 and prompt.text_tokens_per_slot == (0, 0, 0)
@@ -86,7 +86,7 @@ def test_greedy_tokens_match_transformers_video_path(
     with torch.inference_mode():
         ref = model.generate(**ref_inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
     ref_new = ref[0, ref_inputs["input_ids"].shape[1] :].tolist()
-    prompt = build_prompt(tiny_backend, slots, QUESTION, PromptConfig(timestamps=False))
+    prompt = tiny_backend.build_prompt(slots, QUESTION, PromptConfig(timestamps=False))
     with torch.inference_mode():
         ours = model.generate(
             inputs_embeds=prompt.inputs_embeds,

@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from model.backend import VisionBackend
+from model.backend import Backend, LoadConfig
 from model.compressor import pool
-from model.llava_ov import LlavaOVBackend, LlavaOVConfig, read_normalisation
+from model.llava_ov import LlavaOVBackend, read_normalisation
 
 
 def test_backend_shape_contract(tiny_backend: LlavaOVBackend, frames: np.ndarray) -> None:
-    assert isinstance(tiny_backend, VisionBackend)
-    assert (tiny_backend.s_max, tiny_backend.dim, tiny_backend.image_size) == (14, 64, 384)
+    assert isinstance(tiny_backend, Backend)
+    info = tiny_backend.info
+    assert (info.s_max, info.dim, info.width, info.image_size) == (14, 64, 64, 384)
+    assert (info.family, info.pool_space, info.positions, info.levels) == ("llava-ov", "llm", "1d", 1)
+    assert info.fingerprint.startswith("llava-ov:") and len(info.fingerprint) == len("llava-ov:") + 12
     tokens = tiny_backend.encode(frames[:2])
     assert tokens.shape == (2, 14, 14, 64) and tokens.dtype == np.float32
     assert np.isfinite(tokens).all()
@@ -39,8 +42,8 @@ def test_encode_is_the_models_own_video_feature_path(
 def test_batching_does_not_change_tokens(tiny_cache: Path, tiny_path: str) -> None:
     rng = np.random.default_rng(3)
     ten = rng.integers(0, 256, (10, 384, 384, 3), dtype=np.uint8)
-    small = LlavaOVBackend(LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", max_batch=3))
-    big = LlavaOVBackend(LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", max_batch=16))
+    small = LlavaOVBackend(LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", max_batch=3))
+    big = LlavaOVBackend(LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", max_batch=16))
     np.testing.assert_allclose(small.encode(ten), big.encode(ten), rtol=0, atol=1e-6)
 
 
@@ -78,13 +81,13 @@ def test_pool_and_llm_embeds(tiny_backend: LlavaOVBackend, frames: np.ndarray) -
     tokens = tiny_backend.encode(frames[:1])
     np.testing.assert_array_equal(tiny_backend.pool(tokens, 7), pool(tokens, 7))
     flat = tokens.reshape(-1, 64)
-    assert tiny_backend.to_llm_embeds(flat) is flat
+    assert torch.equal(tiny_backend.to_llm_embeds(flat), torch.from_numpy(flat))
     with pytest.raises(ValueError, match="width"):
         tiny_backend.to_llm_embeds(np.zeros((3, 32), np.float32))
 
 
 def test_bf16_on_cpu(tiny_cache: Path, tiny_path: str, frames: np.ndarray) -> None:
-    cfg = LlavaOVConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="bfloat16")
+    cfg = LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype="bfloat16")
     backend = LlavaOVBackend(cfg)
     assert backend.dtype == torch.bfloat16
     tokens = backend.encode(frames[:2])
@@ -92,11 +95,11 @@ def test_bf16_on_cpu(tiny_cache: Path, tiny_path: str, frames: np.ndarray) -> No
 
 
 def test_config_defaults_and_validation() -> None:
-    cfg = LlavaOVConfig()
+    cfg = LoadConfig()
     assert (
         cfg.model == "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
         and cfg.max_batch == 8
         and cfg.dtype == "auto"
     )
     with pytest.raises(ValueError):
-        LlavaOVConfig(max_batch=0)
+        LoadConfig(max_batch=0)

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
-from model.presets import PRESETS, SPECIAL_TOKENS, preset_config, resolve_model
+from model.presets import resolve_model
+from model.presets_llava import CHAT_TEMPLATE, PRESETS, SPECIAL_TOKENS, preset_config
+from model.qwen_vocab import qwen_tokenizer
 
 
 def _checksum(path: str) -> str:
@@ -58,7 +60,9 @@ def test_tokenizer_round_trips_and_special_ids_match_the_config(tiny_path: str) 
     text = "At 12s a red car passes the camera; 3 people wait. Zebra-42 ü!"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
-    assert 900 <= len(tok) <= 1100
+    assert len(tok) == 151648  # Qwen's 151,643 ranks, its 3 ChatML tokens, <image> and <video>
+    assert tok("Hello world", add_special_tokens=False)["input_ids"] == [9707, 1879]  # Qwen2's real ids
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [151643, 151644, 151645, 151646, 151647]
     assert cfg["image_token_index"] == tok.convert_tokens_to_ids("<image>")
     assert cfg["video_token_index"] == tok.convert_tokens_to_ids("<video>")
     assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
@@ -82,9 +86,7 @@ def test_chat_template_renders_llava_ov_layout(tiny_path: str) -> None:
 
 
 def test_real_size_presets_match_the_hub_architecture() -> None:
-    from model.presets import _train_tokenizer
-
-    tok = _train_tokenizer()
+    tok = qwen_tokenizer(SPECIAL_TOKENS, CHAT_TEMPLATE)
     small: Any = preset_config("random-0.5b", tok)
     assert (small.text_config.hidden_size, small.text_config.num_hidden_layers) == (896, 24)
     assert small.text_config.vocab_size == 151936 and small.tie_word_embeddings
@@ -92,7 +94,7 @@ def test_real_size_presets_match_the_hub_architecture() -> None:
     big: Any = preset_config("random-7b", tok)
     assert (big.text_config.hidden_size, big.text_config.num_attention_heads) == (3584, 28)
     assert big.text_config.vocab_size == 152064 and not big.tie_word_embeddings
-    assert set(PRESETS) == {"tiny", "random-0.5b", "random-7b"}
+    assert set(PRESETS) == {"tiny", "random-0.5b", "random-7b", "random-llava-video-7b"}
 
 
 def test_a_stale_or_partial_build_is_replaced(tmp_path: Path) -> None:
