@@ -23,6 +23,7 @@ STATUS: dict[str, int] = {
     "unsupported_media_type": 415,
     "payload_too_large": 413,
     "empty_memory": 409,
+    "backend_mismatch": 409,
     "empty_window": 409,
     "bad_time_window": 422,
     "validation_error": 422,

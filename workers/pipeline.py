@@ -22,7 +22,7 @@ from PIL import Image
 from core.logs import bind_log_context, log_args
 from core.redis_values import PREFIX
 from model.memory import MemoryBusy
-from model.slots import EncodedFrame
+from model.slots import BackendMismatch, EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
 from workers import metrics
@@ -352,14 +352,11 @@ def answer_question(
     channel.start()
     try:
         got = _generate(rt, channel, stream_id, question, max_new_tokens, window)
-    except EmptyMemory as e:
-        channel.error("empty_memory", str(e))
-        return
-    except UnknownStreamRecord as e:  # purged while the question waited
-        channel.error(e.code, str(e))
-        return
     except OUTAGES:  # the store is down: not the question's fault (the task runs again, from the start)
         raise
+    except (EmptyMemory, UnknownStreamRecord, BackendMismatch) as e:  # purged while it waited; another model
+        channel.error(e.code, str(e))
+        return
     except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
         channel.error("answer_failed", f"{type(e).__name__}: {e}")
         raise
