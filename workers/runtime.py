@@ -14,6 +14,7 @@ import fakeredis
 from redis import Redis
 
 from core.settings import Settings
+from model.compressor import max_slots
 from model.families import Defaults, defaults_for
 from model.memory import MemoryConfig, TokenMemory
 from stream.urls import NetworkPolicy
@@ -147,12 +148,15 @@ class Runtime:
         from ``memory_defaults``."""
         info = self.backend().info
         d = self.memory_defaults()
+        floor = min(d.min_side, info.s_max)
+        while floor > 1 and max_slots(budget, d.text_tokens, floor) < 2:
+            floor -= 1  # a budget too small for two slots at the model's floor lowers the floor
         return MemoryConfig(
             budget=budget,
             s_max=info.s_max,
             dim=info.dim,
             text_tokens=d.text_tokens,
-            min_side=min(d.min_side, info.s_max),
+            min_side=floor,
             policy=self.settings.merge_policy,
             dtype=self.settings.storage_dtype,
             backend=info.fingerprint,
