@@ -42,6 +42,19 @@ def test_ask_prints_one_json_object_within_budget(tmp_path: Path) -> None:
     assert 0 < res["ttft_s"] <= res["latency_s"]
 
 
+@pytest.mark.parametrize("model", ["tiny-qwen2.5-vl", "tiny-qwen3-vl", "tiny-dynamic-vlm"])
+def test_ask_with_every_tiny_backend(model: str, tmp_path: Path) -> None:
+    """Each family's tiny preset is built offline on first use and answers within its budget (its own
+    default budget: none is given)."""
+    clip = make_clip(tmp_path / "c.mp4", seconds=6, fps=25, size=(160, 120))
+    out = vidmem(["ask", str(clip), "What is on the road?", "--model", model, "--max-new-tokens", "4",
+                  "--json"], tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["budget"] == 2048 and 0 < res["tokens_used"] <= res["budget"]
+    assert res["frames"] == 6 and res["slots_used"] == 6
+
+
 def test_ask_refuses_a_non_video_with_a_clear_message(tmp_path: Path) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n" * 10)
