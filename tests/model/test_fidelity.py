@@ -2,17 +2,21 @@
 
 At native 14x14 pooling and without timestamps, the logits of the prompt we assemble from
 stored slots must equal ``LlavaOnevisionForConditionalGeneration(input_ids, pixel_values_videos)``
-on the same frames, and greedy decoding must pick the same tokens.
+on the same frames, and greedy decoding must pick the same tokens. LLaVA-Video
+(``llava-hf/LLaVA-Video-7B-Qwen2-hf``) is the same class: a tiny checkpoint in its layout (features from
+the tower's penultimate layer, as LLaVA-Video's ``mm_vision_select_layer -2``) passes the same test.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
 
 from model.answerer import AnswerConfig, Answerer
 from model.backend import LoadConfig
@@ -54,10 +58,37 @@ def _reference_inputs(backend: LlavaOVBackend, frames: np.ndarray) -> dict[str, 
     }
 
 
-@pytest.fixture(params=["float32", "bfloat16"])
-def backend(request: pytest.FixtureRequest, tiny_backend: LlavaOVBackend, tiny_cache: Path) -> LlavaOVBackend:
+@pytest.fixture(scope="module")
+def llava_video(
+    tiny_path: str, tiny_backend: LlavaOVBackend, frames: np.ndarray, tmp_path_factory: pytest.TempPathFactory
+) -> LlavaOVBackend:
+    """A tiny checkpoint in LLaVA-Video's layout: the tiny preset with vision_feature_layer -2."""
+    model = LlavaOnevisionForConditionalGeneration.from_pretrained(tiny_path)
+    model.config.vision_feature_layer = -2
+    out = tmp_path_factory.mktemp("llava_video") / "ckpt"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_path).save_pretrained(out)
+    shutil.copy(Path(tiny_path) / "preprocessor_config.json", out)
+    backend = LlavaOVBackend(LoadConfig(model=str(out), device="cpu", dtype="float32"))
+    assert backend.model.config.vision_feature_layer == -2 and backend.info.family == "llava-ov"
+    assert backend.info.fingerprint != tiny_backend.info.fingerprint
+    assert not np.allclose(
+        backend.encode(frames[:1]), tiny_backend.encode(frames[:1])
+    )  # another layer's features
+    return backend
+
+
+@pytest.fixture(params=["float32", "bfloat16", "llava-video"])
+def backend(
+    request: pytest.FixtureRequest,
+    tiny_backend: LlavaOVBackend,
+    tiny_cache: Path,
+    llava_video: LlavaOVBackend,
+) -> LlavaOVBackend:
     if request.param == "float32":
         return tiny_backend
+    if request.param == "llava-video":
+        return llava_video
     return LlavaOVBackend(LoadConfig(model="tiny", cache_dir=tiny_cache, device="cpu", dtype=request.param))
 
 
