@@ -20,7 +20,7 @@ width) is the slot grid: pooling happens in the LLM's space and ``to_llm_embeds`
 video; in its place each slot becomes ``12s<|vision_start|>`` + its s*s tokens + ``<|vision_end|>``.
 Qwen2.5-VL has no per-frame time text of its own (it puts absolute time into the temporal M-RoPE
 index of one long video block); here every slot is its own one-patch vision block, so the time is
-given as text, as compact as ``model.prompt.slot_label`` makes it (3-6 digit/unit tokens; the
+given as text, as compact as ``model.prompt.slot_label`` makes it (2-6 digit/unit tokens; the
 markers delimit it, so no separator is needed). The markers surround every slot even without
 time labels: they are part of the model's vision block. ``inputs_embeds`` go with explicit M-RoPE
 ``position_ids`` (``model.mrope``, each slot a 1 x (2s) x (2s) grid, as ``get_rope_index``);

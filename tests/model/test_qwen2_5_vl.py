@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import Qwen2_5_VLForConditionalGeneration
+from transformers import PreTrainedTokenizerFast, Qwen2_5_VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from model.answerer import AnswerConfig, Answerer
@@ -19,7 +19,6 @@ from model.compressor import BudgetError, plan_sides
 from model.presets_qwen25 import CHAT_TEMPLATE, CLIP_MEAN, CLIP_STD, preset_config
 from model.prompt import Prompt, PromptConfig, gap_text, render_chat, slot_label
 from model.qwen2_5_vl import PLACEHOLDER, S_MAX, Qwen25VLBackend, patchify
-from model.qwen_vocab import QWEN25_SPECIALS, qwen_tokenizer
 from model.slots import Slot
 
 QUESTION = "What happens in the video?"
@@ -27,11 +26,14 @@ BUDGET = 2048
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory) -> Qwen25VLBackend:
-    """The tiny preset, built into a fresh cache and loaded through ``load_backend`` (shared)."""
-    cfg = LoadConfig(
-        model="tiny-qwen2.5-vl", cache_dir=tmp_path_factory.mktemp("presets"), device="cpu", dtype="float32"
-    )
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("presets")
+
+
+@pytest.fixture(scope="module")
+def backend(cache_dir: Path) -> Qwen25VLBackend:
+    """The tiny preset in fp32, built into a fresh cache, loaded through ``load_backend`` (shared)."""
+    cfg = LoadConfig(model="tiny-qwen2.5-vl", cache_dir=cache_dir, device="cpu", dtype="float32")
     loaded = load_backend(cfg)
     assert isinstance(loaded, Qwen25VLBackend)
     return loaded
@@ -218,6 +220,8 @@ def test_concurrent_answers_equal_sequential(backend: Qwen25VLBackend, tokens: n
         (make_slots(backend, tokens, [4, 8, 2]), "Why?"),
     ]
     sequential = [answerer.answer(slots, q, BUDGET).text for slots, q in jobs]
+    stale = torch.tensor([[1000]])  # what another request's transformers-computed positions would leave
+    backend.model.model.rope_deltas = stale
     assert sequential[0] != sequential[1]
     results: dict[int, str] = {}
 
@@ -231,6 +235,7 @@ def test_concurrent_answers_equal_sequential(backend: Qwen25VLBackend, tokens: n
     for t in threads:
         t.join()
     assert [results[0], results[1]] == sequential
+    assert backend.model.model.rope_deltas is stale  # neither read nor written
 
 
 @pytest.mark.parametrize("t0", [0.0, 59.0, 3600.0, 86399.0, 200_000.0, 7_000_000.0])
@@ -262,10 +267,11 @@ def test_info(backend: Qwen25VLBackend) -> None:
     assert backend.norm.mean == pytest.approx(CLIP_MEAN) and backend.norm.std == pytest.approx(CLIP_STD)
 
 
-def test_7b_preset_has_the_real_sizes(tmp_path: Path) -> None:
+def test_7b_preset_has_the_real_sizes(backend: Qwen25VLBackend) -> None:
     """``random-qwen2.5-vl-7b``'s config (built on the meta device: no weights) has Qwen2.5-VL-7B's
     8.29B parameters and token ids; the tokenizer's special tokens have those ids."""
-    tok = qwen_tokenizer(QWEN25_SPECIALS, CHAT_TEMPLATE)
+    tok = backend.tokenizer  # the presets' tokenizer: Qwen's vocabulary, Qwen2.5's specials
+    assert isinstance(tok, PreTrainedTokenizerFast) and tok.chat_template == CHAT_TEMPLATE
     config = preset_config("random-qwen2.5-vl-7b", tok)
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
