@@ -25,7 +25,10 @@ markers delimit it, so no separator is needed). The markers surround every slot 
 time labels: they are part of the model's vision block. ``inputs_embeds`` go with explicit M-RoPE
 ``position_ids`` (``model.mrope``, each slot a 1 x (2s) x (2s) grid, as ``get_rope_index``);
 ``generate`` then never computes positions itself, and never reads or writes the model's shared
-``rope_deltas``, so concurrent requests on one model are independent.
+``rope_deltas``, so concurrent requests on one model are independent. (transformers 5.25: ``generate``
+calls ``_prepare_position_ids_for_generation``, the one place that sets ``rope_deltas``, only when no
+``position_ids`` are given; each step extends every row by last + 1, which is what the model's own
+decoding computes from ``rope_deltas``; the model's forward uses given positions as they are.)
 
 This module knows nothing about Redis, Celery, HTTP, or where frames came from.
 """
