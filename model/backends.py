@@ -17,4 +17,8 @@ def load_backend(config: LoadConfig) -> Backend:
         from model.llava_ov import LlavaOVBackend
 
         return LlavaOVBackend(config)
+    if family == "qwen2.5-vl":
+        from model.qwen2_5_vl import Qwen25VLBackend
+
+        return Qwen25VLBackend(config)
     raise ValueError(f"model family {family!r} has no backend yet")
