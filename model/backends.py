@@ -17,4 +17,8 @@ def load_backend(config: LoadConfig) -> Backend:
         from model.llava_ov import LlavaOVBackend
 
         return LlavaOVBackend(config)
+    if family == "qwen3-vl":
+        from model.qwen3_vl import Qwen3VLBackend
+
+        return Qwen3VLBackend(config)
     raise ValueError(f"model family {family!r} has no backend yet")
