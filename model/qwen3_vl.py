@@ -27,16 +27,19 @@ for the main grid alone) and a side-11 slot 3.8 MiB; 2B/4B (hidden 2048/2560) st
 **Prompt.** ``model.qwen3_vl_prompt``: Qwen3-VL's per-temporal-patch video layout with compact labels
 (``"<12 seconds>"``), token ids + ``mm_encoder_outputs`` + explicit M-RoPE positions.
 
-**Qwen3.5** (``transformers.models.qwen3_5``, transformers 5.25): the same vision tower (patch 16,
-merge 2, temporal 2, the same interpolated position grid) and the same per-temporal-patch video
-prompt and ``get_rope_index`` (one grid row per timestamped patch), but no DeepStack
+**Qwen3.5** (``transformers.models.qwen3_5``, transformers 5.25) has the same scheme: the same vision
+tower (patch 16, merge 2, temporal 2, the same interpolated position grid), the same processor
+(``Qwen3VLProcessor``/``Qwen3VLVideoProcessor``: the same per-temporal-patch video prompt) and the
+same ``get_rope_index`` (one grid row per timestamped patch); it differs in having no DeepStack
 (``get_video_features`` returns a plain ``BaseModelOutputWithPooling``), a hybrid LLM (Gated
-DeltaNet + full attention, mrope_section [11, 11, 10]), its own vocabulary (video token 248057) and
-class ``Qwen3_5ForConditionalGeneration``. This backend does not serve it as is: the family is not
-detected (``model_type`` ``qwen3_5``), the class differs and the encoder output has no DeepStack
-levels. The route itself (ids + ``mm_encoder_outputs`` + explicit ``position_ids``, labels, layout)
-carries over: a Qwen3.5 backend is this one with the class chosen by ``model_type`` and
-``levels = 1``, token ids read from its config (as here). Not built nor tested here.
+DeltaNet + full attention, mrope_section [11, 11, 10], partial rotary), its own vocabulary (video
+token 248057) and its class ``Qwen3_5ForConditionalGeneration``. This backend loads it too: the
+class is chosen by ``model_type`` (``CLASSES``), ``levels`` is 1 without DeepStack and token ids are
+read from the config; a tiny Qwen3.5 checkpoint gives transformers' own logits exactly
+(tests/model/test_qwen3_vl.py). It is not served through ``load_backend`` as is: ``model_type``
+``qwen3_5`` is not a family in ``model.families`` (it needs one, ``qwen3.5``, with its defaults, and
+a branch in ``model.backends``). The MoE variants (``qwen3_vl_moe``, ``qwen3_5_moe``) share the
+scheme but are not listed nor tested.
 
 This module knows nothing about Redis, Celery, HTTP, or where frames came from.
 """
@@ -48,7 +51,14 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen3VLForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3VLForConditionalGeneration,
+)
 
 from model import compressor
 from model.backend import BackendInfo, LoadConfig
@@ -59,6 +69,13 @@ from model.prompt import Prompt, PromptConfig, check_layout, flat_tokens, label_
 from model.qwen3_vl_prompt import QWEN3_SLOT, video_prompt
 from model.runtime import pick_device, pick_dtype
 from model.slots import Slot
+
+CLASSES: dict[str, type[PreTrainedModel]] = {
+    "qwen3_vl": Qwen3VLForConditionalGeneration,
+    "qwen3_5": Qwen3_5ForConditionalGeneration,
+}
+"""The model class of each ``model_type`` served here, and the family it is named by."""
+FAMILIES = {"qwen3_vl": "qwen3-vl", "qwen3_5": "qwen3.5"}
 
 S_MAX = 16
 """Native grid side of a frame in the memory: 16×16 = 256 tokens (512 px), within the 128..768
@@ -87,8 +104,12 @@ class Qwen3VLBackend:
         self.device = pick_device(self.config.device)
         self.dtype = pick_dtype(self.config.dtype, self.device)
         self.path = resolve_model(self.config.model, self.config.cache_dir)
-        model = Qwen3VLForConditionalGeneration.from_pretrained(self.path, dtype=self.dtype)
+        checkpoint = AutoConfig.from_pretrained(self.path)
+        if checkpoint.model_type not in CLASSES:
+            raise ValueError(f"model_type {checkpoint.model_type!r} is not Qwen3-VL or Qwen3.5")
+        model = CLASSES[checkpoint.model_type].from_pretrained(self.path, config=checkpoint, dtype=self.dtype)
         self.model = model.eval().to(self.device)
+        family = FAMILIES[checkpoint.model_type]
         self._tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(self.path)
         self.norm = read_normalisation(self.path)
 
@@ -98,14 +119,14 @@ class Qwen3VLBackend:
         self.s_max = S_MAX
         self.image_size = S_MAX * self.patch * self.merge
         self.width = int(self.model.config.text_config.hidden_size)
-        self.levels = 1 + len(vision.deepstack_visual_indexes)
+        self.levels = 1 + len(getattr(vision, "deepstack_visual_indexes", None) or ())
         self.dim = self.width * self.levels
         self.video_token_id = int(self.model.config.video_token_id)
         if int(vision.out_hidden_size) != self.width:
             raise ValueError(f"vision out_hidden_size {vision.out_hidden_size} != LLM hidden {self.width}")
         self.info = BackendInfo(
-            family="qwen3-vl",
-            fingerprint=fingerprint("qwen3-vl", self.path),
+            family=family,
+            fingerprint=fingerprint(family, self.path),
             s_max=self.s_max,
             dim=self.dim,
             width=self.width,
@@ -124,7 +145,7 @@ class Qwen3VLBackend:
         return self._tokenizer
 
     @property
-    def lm(self) -> Qwen3VLForConditionalGeneration:
+    def lm(self) -> PreTrainedModel:
         """The full model, for prompts and generation."""
         return self.model
 
@@ -165,7 +186,8 @@ class Qwen3VLBackend:
         """[B, H, W, 3] uint8 -> [B, s_max * s_max, dim] float32."""
         pixels, grid = self.pixel_values(images)
         out = self.model.model.get_video_features(pixels, grid, return_dict=True)
-        levels = [torch.cat(out.pooler_output), *(torch.cat(f) for f in out.deepstack_features)]
+        deepstack = getattr(out, "deepstack_features", None) or []  # Qwen3.5: none
+        levels = [torch.cat(out.pooler_output), *(torch.cat(f) for f in deepstack)]
         n = len(images) * self.s_max * self.s_max
         shapes = {tuple(x.shape) for x in levels}
         if shapes != {(n, self.width)} or len(levels) != self.levels:

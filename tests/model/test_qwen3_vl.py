@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import Qwen3_5Config, Qwen3_5ForConditionalGeneration
 from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
 from model.answerer import AnswerConfig, Answerer
@@ -151,8 +152,9 @@ def test_fidelity_with_transformers_video_path(
     assert hidden < 1e-6 and logits < 1e-6, f"largest differences: hidden {hidden}, logits {logits}"
 
 
-def test_positions_equal_get_rope_index(backend: Qwen3VLBackend, tokens: np.ndarray) -> None:
-    """Every side 1..16 in one prompt, with a gap note: our positions are get_rope_index's."""
+def test_positions_equal_get_rope_index_at_every_side(backend: Qwen3VLBackend, tokens: np.ndarray) -> None:
+    """Every side 1..16 in one prompt, with a gap note: our positions are get_rope_index's, and the
+    model takes the prompt."""
     slots = [
         Slot(i, 10.0 * i, 10.0 * i, i, i, side, backend.pool(tokens[i % 4], side), 12)
         for i, side in enumerate(range(1, 17))
@@ -168,6 +170,9 @@ def test_positions_equal_get_rope_index(backend: Qwen3VLBackend, tokens: np.ndar
     assert torch.equal(prompt.position_ids[1:], rope)
     assert torch.equal(prompt.position_ids[0, 0], torch.arange(prompt.prompt_tokens))
     assert prompt.visual_tokens == sum(s * s for s in range(1, 17)) and prompt.gap_tokens > 0
+    with torch.inference_mode():
+        logits = backend.model(**prompt_inputs(prompt), logits_to_keep=1).logits
+    assert torch.isfinite(logits).all()
 
 
 def test_deepstack_reaches_the_model(backend: Qwen3VLBackend, tokens: np.ndarray) -> None:
@@ -264,3 +269,51 @@ def test_budget_is_enforced(backend: Qwen3VLBackend, tokens: np.ndarray) -> None
     slots = pooled_slots(backend, tokens, 8)
     with pytest.raises(BudgetError, match="budget"):
         backend.build_prompt(slots, QUESTION, CFG, budget=6 * 64)
+
+
+def tiny_qwen35(out: Path, backend: Qwen3VLBackend) -> None:
+    """A tiny Qwen3.5 checkpoint (no DeepStack, a Gated DeltaNet layer and a full-attention layer)
+    with Qwen3-VL's tokenizer and vision token ids."""
+    rope = {"rope_type": "default", "rope_theta": 1e7, "mrope_section": [2, 1, 1], "mrope_interleaved": True}
+    text = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "layer_types": ["linear_attention", "full_attention"],
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 32,
+        "linear_num_key_heads": 2,
+        "linear_num_value_heads": 4,
+        "linear_key_head_dim": 16,
+        "linear_value_head_dim": 16,
+        "vocab_size": len(backend.tokenizer),
+        "rope_parameters": {**rope, "partial_rotary_factor": 0.25},
+    }
+    vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64}
+    ids = {k: getattr(backend.model.config, k) for k in ("image_token_id", "video_token_id")}
+    ids |= {k: getattr(backend.model.config, k) for k in ("vision_start_token_id", "vision_end_token_id")}
+    config = Qwen3_5Config(text_config=text, vision_config={**vision, "num_position_embeddings": 1024}, **ids)
+    torch.manual_seed(0)
+    Qwen3_5ForConditionalGeneration(config).save_pretrained(out)
+    backend.tokenizer.save_pretrained(out)
+
+
+def test_qwen35_loads_and_matches_transformers(
+    backend: Qwen3VLBackend, clip: np.ndarray, tmp_path: Path
+) -> None:
+    """Qwen3.5 has the same vision scheme and prompt without DeepStack: one level, exact logits."""
+    tiny_qwen35(tmp_path / "qwen35", backend)
+    q35 = Qwen3VLBackend(LoadConfig(model=str(tmp_path / "qwen35"), device="cpu", dtype="float32"))
+    assert (q35.info.family, q35.info.levels, q35.info.dim) == ("qwen3.5", 1, 64)
+    times = TIMES[:2]
+    encoded = q35.encode(clip[:2])
+    labels = q35.label_tokens(times)
+    slots = [Slot(i, t, t, i, i, 16, encoded[i], labels[i]) for i, t in enumerate(times)]
+    prompt = q35.build_prompt(slots, QUESTION, CFG)
+    native = native_inputs(q35, clip, times)
+    assert torch.equal(prompt.input_ids, native["input_ids"])
+    with torch.inference_mode():
+        ours = q35.model(**prompt_inputs(prompt), logits_to_keep=64).logits
+        theirs = q35.model(**native, logits_to_keep=64).logits
+    assert (ours - theirs).abs().max().item() < 1e-6
