@@ -1,7 +1,8 @@
 """Qwen3-VL as a Backend: ViT (with DeepStack) -> merger, pooled in the LLM's space, M-RoPE prompt.
 
 Any Qwen3-VL checkpoint loads here (``Qwen/Qwen3-VL-8B-Instruct``, a local directory, or a preset
-from ``model.presets_qwen3``) through ``Qwen3VLForConditionalGeneration.from_pretrained``.
+from ``model.presets_qwen3``) through ``Qwen3VLForConditionalGeneration.from_pretrained`` (a Qwen3.5
+checkpoint through its own class, see below).
 
 **What a slot holds.** One keyframe, duplicated in time: Qwen3-VL's patch embedding is a Conv3d over
 ``temporal_patch_size`` (2) frames, and its processors turn a still image into a temporal patch by
@@ -10,7 +11,8 @@ one ``video_grid_thw`` row [1, 2s, 2s] and one time label in Qwen3-VL's own vide
 memory's per-frame times, merges and labels stay those of single frames. (Pairing two frames per
 patch would halve the encoder's work but make every slot span two sampled times.)
 
-**Encode.** Frames are resized to a square of ``S_MAX * patch_size * spatial_merge_size`` px (16 ×
+**Encode.** Frames are resized (squashed, as every slot must be one s×s grid for pooling and merging,
+keeping the whole field of view) to a square of ``S_MAX * patch_size * spatial_merge_size`` px (16 ×
 32 = 512 px: 32×32 patches of 16 px, merged 2×2 into 16×16 = 256 tokens), rescaled and normalised
 with the checkpoint's preprocessor mean/std (0.5/0.5 for Qwen3-VL), duplicated in time and flattened
 in the processor's patch order (``patchify``), and run through ``model.model.get_video_features``
@@ -74,8 +76,9 @@ CLASSES: dict[str, type[PreTrainedModel]] = {
     "qwen3_vl": Qwen3VLForConditionalGeneration,
     "qwen3_5": Qwen3_5ForConditionalGeneration,
 }
-"""The model class of each ``model_type`` served here, and the family it is named by."""
+"""The model class of each ``model_type`` served here."""
 FAMILIES = {"qwen3_vl": "qwen3-vl", "qwen3_5": "qwen3.5"}
+"""The family (``BackendInfo.family``, fingerprint prefix) of each ``model_type`` served here."""
 
 S_MAX = 16
 """Native grid side of a frame in the memory: 16×16 = 256 tokens (512 px), within the 128..768
