@@ -21,4 +21,8 @@ def load_backend(config: LoadConfig) -> Backend:
         from model.qwen2_5_vl import Qwen25VLBackend
 
         return Qwen25VLBackend(config)
+    if family in ("qwen3-vl", "qwen3.5"):
+        from model.qwen3_vl import Qwen3VLBackend
+
+        return Qwen3VLBackend(config)
     raise ValueError(f"model family {family!r} has no backend yet")

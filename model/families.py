@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Defaults] = {
     # qwen-vl-utils' VIDEO_MIN_PIXELS: 128 merged tokens per frame (side 11) at the least.
     "qwen2.5-vl": Defaults(budget=12288, min_side=11, text_tokens=12),
     "qwen3-vl": Defaults(budget=12288, min_side=11, text_tokens=12),
+    "qwen3.5": Defaults(budget=12288, min_side=11, text_tokens=12),
     # The paper trained with 16..576 tokens per frame (sides 4..24); its 14B model used a 10K budget. Floor
     # 6 (36 tokens, 58.7 on VideoMME in its ablation against 60.9 at 100) keeps the "86399s: " + "; " label
     # (10 tokens with Qwen's digit-by-digit numbers) under a quarter of the budget; floor 4 would give it 38%.
@@ -55,11 +56,13 @@ def family_of_config(config: dict[str, Any]) -> str:
         return "qwen2.5-vl"
     if model_type == "qwen3_vl":
         return "qwen3-vl"
+    if model_type == "qwen3_5":  # Qwen3-VL's vision tower and prompt scheme, without DeepStack
+        return "qwen3.5"
     if "mm_projector_type" in config and "mm_vision_tower" in config:
         return "dynamic-vlm"
     raise ValueError(
         f"model_type {model_type!r} is not served: vidmem serves LLaVA-OneVision/LLaVA-Video, Qwen2.5-VL, "
-        "Qwen3-VL and Dynamic-VLM (a LLaVA-style config with mm_vision_tower and mm_projector_type)"
+        "Qwen3-VL, Qwen3.5 and Dynamic-VLM (a LLaVA-style config with mm_vision_tower and mm_projector_type)"
     )
 
 
