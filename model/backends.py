@@ -17,4 +17,8 @@ def load_backend(config: LoadConfig) -> Backend:
         from model.llava_ov import LlavaOVBackend
 
         return LlavaOVBackend(config)
+    if family == "dynamic-vlm":
+        from model.dynamic_vlm import DynamicVLMBackend
+
+        return DynamicVLMBackend(config)
     raise ValueError(f"model family {family!r} has no backend yet")
