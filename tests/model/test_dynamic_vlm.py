@@ -155,6 +155,22 @@ def test_no_tokenizer_says_which_to_put_there(ckpt: Path, tmp_path: Path) -> Non
         load_tokenizer(str(out))
 
 
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"mm_projector_type": "linear"}, "mlp2x_gelu"),
+        ({"mm_vision_select_feature": "cls_patch"}, "CLS dropped"),
+        ({"mm_vision_tower": None}, "mm_vision_tower"),
+    ],
+)
+def test_a_config_outside_the_layout_is_refused(ckpt: Path, change: dict[str, object], says: str) -> None:
+    raw = json.loads((ckpt / "config.json").read_text())
+    raw.update(change)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    with pytest.raises(CheckpointError, match=says):
+        DynamicConfig.from_dict(raw)
+
+
 def test_load_backend_picks_dynamic_vlm(cache: Path, ckpt: Path) -> None:
     loaded = load_backend(
         LoadConfig(model="tiny-dynamic-vlm", cache_dir=cache, device="cpu", dtype="float32")
