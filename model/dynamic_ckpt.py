@@ -123,6 +123,10 @@ class DynamicConfig:
             raise CheckpointError(
                 f"mm_vision_select_feature {feature!r}: only {SELECT_FEATURE!r} (CLS dropped)"
             )
+        if raw.get("mm_use_im_start_end", False):
+            raise CheckpointError(
+                "mm_use_im_start_end is set: the prompt has no <im_start>/<im_end> around frames"
+            )
         text = {k: v for k, v in raw.items() if k not in LLAVA_KEYS and k != "architectures"}
         vision = {**CLIP_L_336, **raw.get("vision_config", {})}
         vision.pop("model_type", None)

@@ -166,7 +166,7 @@ class DynamicVLMBackend:
         """tokens: [..., s, s, dim] -> [..., side, side, dim] (adaptive average, the paper's compressor)."""
         return compressor.pool(tokens, side)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def to_llm_embeds(self, tokens: np.ndarray) -> torch.Tensor:
         """tokens: [N, dim] stored vision features -> [N, llm_hidden] on the device: the projector."""
         if tokens.shape[-1] != self.dim:

@@ -161,6 +161,7 @@ def test_no_tokenizer_says_which_to_put_there(ckpt: Path, tmp_path: Path) -> Non
         ({"mm_projector_type": "linear"}, "mlp2x_gelu"),
         ({"mm_vision_select_feature": "cls_patch"}, "CLS dropped"),
         ({"mm_vision_tower": None}, "mm_vision_tower"),
+        ({"mm_use_im_start_end": True}, "im_start"),
     ],
 )
 def test_a_config_outside_the_layout_is_refused(ckpt: Path, change: dict[str, object], says: str) -> None:
