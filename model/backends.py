@@ -25,4 +25,8 @@ def load_backend(config: LoadConfig) -> Backend:
         from model.qwen3_vl import Qwen3VLBackend
 
         return Qwen3VLBackend(config)
+    if family == "dynamic-vlm":
+        from model.dynamic_vlm import DynamicVLMBackend
+
+        return DynamicVLMBackend(config)
     raise ValueError(f"model family {family!r} has no backend yet")

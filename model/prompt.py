@@ -102,18 +102,25 @@ class SlotFormat:
     after: str = ""
 
 
-def slot_label(t0: float) -> str:
-    """Compact start time of a slot, at most 5 digits and a unit (floored).
+def compact_time(t0: float) -> tuple[int, str]:
+    """A slot's start time, floored, in at most 5 digits: (value, unit).
 
-    Whole seconds below 100000 s ("12s", "3605s"), then minutes ("1666m"), then hours from
-    6000000 s (~69 days, "1666h"), so a timestamp's token count stays bounded.
+    Whole seconds below 100000 s, then minutes, then hours from 6000000 s (~69 days), so that a time
+    label's token count stays bounded (Qwen's tokenizer spends one token per digit). Every backend's
+    label is built from it, each in its model's own words.
     """
     t = max(t0, 0.0)
     if t >= 6_000_000:
-        return f"{int(t // 3600)}h"
+        return int(t // 3600), "hours"
     if t >= 100_000:
-        return f"{int(t // 60)}m"
-    return f"{int(t)}s"
+        return int(t // 60), "minutes"
+    return int(t), "seconds"
+
+
+def slot_label(t0: float) -> str:
+    """``"12s"``, ``"3605s"``, ``"1667m"``, ``"1666h"``: ``compact_time`` with a one-letter unit."""
+    value, unit = compact_time(t0)
+    return f"{value}{unit[0]}"
 
 
 LABEL_COLON = SlotFormat(before=lambda t0: f"{slot_label(t0)}: ")

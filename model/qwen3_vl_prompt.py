@@ -49,6 +49,7 @@ from model.prompt import (
     PromptConfig,
     PromptError,
     SlotFormat,
+    compact_time,
     gap_note_ids,
     render_chat,
     slot_text_ids,
@@ -66,13 +67,9 @@ VIDEO_TYPE = 2
 
 
 def qwen3_label(t0: float) -> str:
-    """``"<12 seconds>"``: a slot's start in Qwen3-VL's time words, floored, at most 5 digits."""
-    t = max(t0, 0.0)
-    if t >= 6_000_000:
-        return f"<{int(t // 3600)} hours>"
-    if t >= 100_000:
-        return f"<{int(t // 60)} minutes>"
-    return f"<{int(t)} seconds>"
+    """``"<12 seconds>"``: a slot's start in Qwen3-VL's time words (``compact_time``)."""
+    value, unit = compact_time(t0)
+    return f"<{value} {unit}>"
 
 
 QWEN3_SLOT = SlotFormat(before=lambda t0: qwen3_label(t0) + VISION_START, after=VISION_END)
