@@ -261,7 +261,7 @@ def stored_slots(
 def test_logits_match_the_papers_forward(
     backend: DynamicVLMBackend, frames: np.ndarray, sides: list[int]
 ) -> None:
-    times, labels = [0.0, 1.4, 1500.0], ["0s", "1s", "25m"]
+    times, labels = [0.0, 1.4, 1500.0], ["0s", "1s", "1500s"]
     prompt = backend.build_prompt(stored_slots(backend, frames, sides, times), QUESTION, PromptConfig())
     assert prompt.visual_tokens == sum(s * s for s in sides)
     assert prompt.inputs_embeds is not None
