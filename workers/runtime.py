@@ -148,6 +148,10 @@ class Runtime:
         from ``memory_defaults``."""
         info = self.backend().info
         d = self.memory_defaults()
+        if d.text_tokens == 0 and info.positions == "mrope":
+            raise ValueError(
+                f"VIDMEM_TEXT_TOKENS=0 cannot hold {info.family}'s vision markers around each slot (2 tokens)"
+            )
         floor = min(d.min_side, info.s_max)
         while floor > 1 and max_slots(budget, d.text_tokens, floor) < 2:
             floor -= 1  # a budget too small for two slots at the model's floor lowers the floor
