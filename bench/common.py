@@ -77,15 +77,19 @@ def _proc_field(path: str, key: str) -> str | None:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, RAM, Python/torch/PyAV versions and the accelerator (if any)."""
+    """CPU model, cores, its bf16 capability (what dtype ``auto`` follows), RAM, Python/torch/PyAV
+    versions and the accelerator (if any)."""
     import av
     import torch
+
+    from model.runtime import describe_cpu
 
     mem_kb = _proc_field("/proc/meminfo", "MemTotal")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu_model": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
         "cores": os.cpu_count(),
+        "cpu_capability": describe_cpu(),
         "ram_gib": round(int(mem_kb.split()[0]) / 2**20, 1) if mem_kb else None,
         "gpu": gpu,
         "python": platform.python_version(),

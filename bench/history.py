@@ -1,4 +1,4 @@
-"""Long histories, fast-forwarded: answer time and Redis bytes at 1 min, 1 h and 24 h of stream.
+"""Long histories, fast-forwarded: answer time, Redis bytes and label share at 1 min, 1 h and 24 h of stream.
 
 A handful of real frames is encoded once; a history of N seconds (1 fps) is then N
 ``EncodedFrame`` values cycling those token grids (seq = t = 0 .. N-1), appended to a
@@ -143,3 +143,26 @@ def measure_answers(
             row["new_tokens_mismatch"] = [x["new_tokens"] for x in rs]
         out[name] = row
     return out
+
+
+def label_share(backend: Backend, memory: TokenMemory, sid: str, question: str) -> dict[str, Any]:
+    """How much of the budget the slots' texts take in the prompt the answer worker builds.
+
+    ``label_tokens``: every per-slot text token of the prompt (the time label and the slot's own
+    markers, ``Prompt.text_tokens_per_slot``); ``label_share``: that over the memory's budget (the
+    headline, target < 25%); ``label_share_of_used``: over the memory part actually used
+    (``tokens_used``: visual tokens plus slot texts). ``accounted_label_tokens``: what the memory
+    reserved for them (each slot's ``text_tokens``).
+    """
+    state = memory.state(sid, with_tokens=True)
+    slots = state.as_slots()
+    cfg = state.config
+    prompt = backend.build_prompt(slots, question, answerer_for(backend, cfg, 1).prompt_cfg, cfg.budget)
+    labels = sum(prompt.text_tokens_per_slot)
+    return {
+        "label_tokens": labels,
+        "label_share": labels / cfg.budget,
+        "label_share_of_used": labels / prompt.tokens_used if prompt.tokens_used else None,
+        "accounted_label_tokens": sum(s.text_tokens for s in slots),
+        "visual_tokens": prompt.visual_tokens,
+    }

@@ -35,6 +35,13 @@ def test_memory_bench_tiny_reports_every_key(tmp_path) -> None:
         assert res[f"tokens_used_{h}"] <= res["budget"]
     assert res["frames_covered_24h"] == 86_400
     assert res["redis_bytes_ratio_24h_1h"] <= 1.1  # bounded storage: a day costs what an hour does
+    # dtype auto and the tiny preset's own memory defaults, recorded with the CPU they ran on
+    assert res["dtype_requested"] == "auto" and res["dtype"] in ("float32", "bfloat16")
+    assert res["cpu"] == res["summary"]["cpu"] and "native bf16" in res["cpu"]
+    assert (res["budget"], res["budget_source"], res["min_side"]) == (2048, "the model's default", 1)
+    for h in ("1min", "1h", "24h"):
+        assert 0 < res[f"label_share_{h}"] == res["summary"][f"label_share_{h}"] < 1
+        assert res[f"label_tokens_{h}"] == res[f"accounted_label_tokens_{h}"]
 
 
 def test_webrtc_bench_reports_latency_from_a_real_browser(tmp_path) -> None:
