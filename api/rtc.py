@@ -221,7 +221,7 @@ class Peers:
         s = self.settings
         return TrackConfig(
             fps=fps or s.fps,
-            size=(s.frame_size, s.frame_size),
+            size=(self.rt.frame_side(), self.rt.frame_side()),
             queue_size=s.live_queue,
             skip_similar=s.live_skip_similar,
             watchdog_s=s.webrtc_watchdog_s,

@@ -131,8 +131,11 @@ class Settings(BaseSettings):
     # --- sampling ---
     fps: float = Field(1.0, gt=0, le=30, description="Default sampling rate of uploads, frames per second.")
     sample_mode: Literal["fps", "keyframes"] = Field("fps", description="Default sampling of uploads.")
-    frame_size: int = Field(
-        384, ge=32, le=1024, description="Frames are resized to this square before encoding."
+    frame_size: int | None = Field(
+        None,
+        ge=32,
+        le=1024,
+        description="Frames are resized to this square before encoding (unset: the model's own side).",
     )
     allowed_schemes: tuple[str, ...] = Field(
         ("http", "https"), description="URL schemes a client may submit."

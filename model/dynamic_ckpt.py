@@ -198,6 +198,8 @@ def read_parts(path: Path, dtype: torch.dtype) -> dict[str, dict[str, torch.Tens
                 if key.endswith(IGNORED_SUFFIXES):
                     continue
                 part, name = part_of(key)
+                if name in parts[part]:
+                    raise CheckpointError(f"key {key} is in more than one weight file of {path}")
                 parts[part][name] = f.get_tensor(key).to(dtype)
     return parts
 

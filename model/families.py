@@ -47,6 +47,14 @@ DEFAULTS: dict[str, Defaults] = {
 }
 
 
+QWEN_SLOT_SIDE = 16
+"""The Qwen backends encode every frame as one 16×16 grid of merged tokens: a square of 16 × patch ×
+merge pixels (448 for Qwen2.5-VL's 14-px patches, 512 for Qwen3-VL's 16-px ones)."""
+
+FRAME_SIDE = {"llava-ov": 384, "qwen2.5-vl": 448, "qwen3-vl": 512, "qwen3.5": 512, "dynamic-vlm": 336}
+"""Each family's frame side in pixels when its checkpoint does not say (every preset is at it)."""
+
+
 def family_of_config(config: dict[str, Any]) -> str:
     """The family of a checkpoint from its ``config.json``; ValueError for one vidmem cannot serve."""
     model_type = config.get("model_type")
@@ -58,12 +66,35 @@ def family_of_config(config: dict[str, Any]) -> str:
         return "qwen3-vl"
     if model_type == "qwen3_5":  # Qwen3-VL's vision tower and prompt scheme, without DeepStack
         return "qwen3.5"
-    if "mm_projector_type" in config and "mm_vision_tower" in config:
+    if "mm_projector_type" in config and _clip_tower(config):
         return "dynamic-vlm"
     raise ValueError(
         f"model_type {model_type!r} is not served: vidmem serves LLaVA-OneVision/LLaVA-Video, Qwen2.5-VL, "
         "Qwen3-VL, Qwen3.5 and Dynamic-VLM (a LLaVA-style config with mm_vision_tower and mm_projector_type)"
     )
+
+
+def _clip_tower(config: dict[str, Any]) -> bool:
+    """A LLaVA-style config with a CLIP tower (Dynamic-VLM's): not the SigLIP of the original
+    LLaVA-OV/LLaVA-Video checkpoints (whose hf ports have ``model_type`` llava_onevision instead)."""
+    tower = config.get("mm_vision_tower")
+    vision = config.get("vision_config")
+    if not tower or "siglip" in str(tower).lower():
+        return False
+    return not isinstance(vision, dict) or vision.get("model_type") in (None, "clip_vision_model")
+
+
+def frame_side(name: str) -> int:
+    """The square side, in pixels, that checkpoint ``name`` encodes frames at (decoders resize to it once):
+    the vision config's ``image_size`` (LLaVA-OV, Dynamic-VLM), or 16 merged tokens of patches (Qwen)."""
+    family = family_of(name)
+    raw = None if name in PRESET_FAMILIES else read_checkpoint_file(name, "config.json")
+    vision = json.loads(raw).get("vision_config") if raw else None
+    if not isinstance(vision, dict):
+        return FRAME_SIDE[family]
+    if family in ("llava-ov", "dynamic-vlm"):
+        return int(vision.get("image_size", FRAME_SIDE[family]))
+    return QWEN_SLOT_SIDE * int(vision.get("patch_size", 16)) * int(vision.get("spatial_merge_size", 2))
 
 
 def read_checkpoint_file(name: str, filename: str) -> str | None:
@@ -101,7 +132,17 @@ def defaults_for(name: str) -> Defaults:
 
 
 VOLATILE_KEYS = frozenset({"transformers_version", "_name_or_path", "dtype", "torch_dtype", "architectures"})
-"""Config keys that do not change what a checkpoint's tokens mean (left out of its fingerprint)."""
+"""Config keys that do not change what a checkpoint's tokens mean (left out of its fingerprint, at any
+depth)."""
+
+
+def _stable(value: Any) -> Any:
+    """``value`` without ``VOLATILE_KEYS`` in any nested dict."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
 
 
 def fingerprint(family: str, checkpoint: str) -> str:
@@ -113,16 +154,21 @@ def fingerprint(family: str, checkpoint: str) -> str:
     raw = read_checkpoint_file(checkpoint, "config.json")
     if raw is None:
         raise ValueError(f"model {checkpoint!r}: no config.json found locally")
-    config = {k: v for k, v in json.loads(raw).items() if k not in VOLATILE_KEYS}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(_stable(json.loads(raw)), sort_keys=True).encode()).hexdigest()
     return f"{family}:{digest[:12]}"
 
 
-def model_problem(name: str) -> str | None:
+MARKED = frozenset({"qwen2.5-vl", "qwen3-vl", "qwen3.5"})
+"""Families that write vision markers around every slot: their slots always need label tokens."""
+
+
+def model_problem(name: str, text_tokens: int | None = None) -> str | None:
     """None when ``name`` can be loaded here without a download and is of a served family; else one line
     that says why not and what to do. A name is a preset, a local checkpoint directory (with a
     ``config.json``), or a hub id whose files are already in the local hub cache (``HF_HOME``). The API
     process runs this check too, before anything starts."""
+    if text_tokens == 0 and name in PRESET_FAMILIES and PRESET_FAMILIES[name] in MARKED:
+        return f"model {name!r} writes vision markers around every slot: VIDMEM_TEXT_TOKENS cannot be 0"
     if name in PRESET_NAMES:
         return None
     path = Path(name)
@@ -138,7 +184,9 @@ def model_problem(name: str) -> str | None:
             f"hf download {name}"
         )
     try:
-        family_of_config(json.loads(raw))
+        family = family_of_config(json.loads(raw))
     except ValueError as e:
         return f"model {name!r}: {e}"
+    if text_tokens == 0 and family in MARKED:
+        return f"model {name!r} writes vision markers around every slot: VIDMEM_TEXT_TOKENS cannot be 0"
     return None

@@ -47,6 +47,22 @@ class PromptError(ValueError):
     """The chat template cannot hold a question and one video placeholder."""
 
 
+class BadQuestion(VidmemError, ValueError):
+    """A question holds one of the model's special tokens (a control token, or its media placeholder)."""
+
+    code = "bad_request"
+    status = 400
+
+
+def check_question(tokenizer: PreTrainedTokenizerBase, question: str, placeholder: str) -> None:
+    """Raise BadQuestion when ``question`` holds a special token of the model, or its placeholder: such
+    text would be read as the prompt's structure (a turn ending, a slot), not as the question."""
+    specials = {*tokenizer.all_special_tokens, *tokenizer.get_added_vocab(), placeholder}
+    found = sorted(t for t in specials if t and t in question)
+    if found:
+        raise BadQuestion(f"the question holds the model's special text {found[0]!r}; rephrase it without it")
+
+
 @dataclass(frozen=True, slots=True)
 class PromptConfig:
     """How slots and question become a prompt."""
@@ -158,6 +174,7 @@ def render_chat(
     LLaVA-OV). A template that only takes string content (a plain Qwen2 tokenizer) is given
     ``placeholder + "\\n" + question`` instead, the same layout.
     """
+    check_question(tokenizer, question, placeholder)
     messages: list[dict[str, Any]] = []
     if cfg.system is not None:
         messages.append({"role": "system", "content": cfg.system})

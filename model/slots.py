@@ -95,7 +95,7 @@ class MemoryConfig:
     dtype: StorageDtype = "float16"
     backend: str = ""
     """Fingerprint of the backend whose tokens the memory holds (``BackendInfo.fingerprint``); only that
-    backend may add to it or answer from it. Empty: written before fingerprints, any backend of its width."""
+    backend may add to it or answer from it. Empty: written before fingerprints (by LLaVA-OV)."""
 
     def __post_init__(self) -> None:
         if self.s_max < 1 or self.dim < 1 or not 1 <= self.min_side <= self.s_max:
@@ -104,12 +104,15 @@ class MemoryConfig:
             raise ValueError(f"budget {self.budget} holds fewer than 2 slots at side {self.min_side}")
         get_policy(self.policy)
 
-    def require_backend(self, fingerprint: str) -> None:
-        """Raise BackendMismatch unless a backend with ``fingerprint`` may read and extend this memory."""
-        if self.backend and self.backend != fingerprint:
+    def require_backend(self, fingerprint: str, dim: int) -> None:
+        """Raise BackendMismatch unless the backend with ``fingerprint`` (tokens ``dim`` wide) may read and
+        extend this memory: the one that wrote it; for a memory written before fingerprints (only
+        LLaVA-OneVision was served then), a LLaVA-OV backend of its width."""
+        wrote = self.backend or "llava-ov (written before model fingerprints)"
+        same = self.backend == fingerprint if self.backend else fingerprint.startswith("llava-ov:")
+        if not same or self.dim != dim:
             raise BackendMismatch(
-                f"this stream's memory holds tokens of model {self.backend}, "
-                f"the loaded model is {fingerprint}: "
+                f"this stream's memory holds tokens of model {wrote}, the loaded model is {fingerprint}: "
                 "ask it with the model that wrote it, or create a new stream"
             )
 

@@ -36,7 +36,7 @@ def _model_ok(settings: Settings) -> bool:
     """Whether the model can be loaded here without a download; if not, say so in one line."""
     from model.families import model_problem
 
-    problem = model_problem(settings.model)
+    problem = model_problem(settings.model, settings.text_tokens)
     if problem is not None:
         say(problem)
     return problem is None

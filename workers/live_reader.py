@@ -66,7 +66,7 @@ def live_config(rt: Runtime, fps: float) -> LiveConfig:
         allowed_schemes=s.live_schemes,
         queue_size=s.live_queue,
         skip_similar=s.live_skip_similar,
-        size=(s.frame_size, s.frame_size),
+        size=(rt.frame_side(), rt.frame_side()),
         network_policy=rt.url_policy(),
     )
 

@@ -19,10 +19,11 @@ import numpy as np
 import redis
 from PIL import Image
 
+from core.errors import VidmemError
 from core.logs import bind_log_context, log_args
 from core.redis_values import PREFIX
 from model.memory import MemoryBusy
-from model.slots import BackendMismatch, EncodedFrame
+from model.slots import EncodedFrame
 from stream.errors import SourceError
 from stream.frames import Frame
 from workers import metrics
@@ -110,7 +111,7 @@ def _ingest(rt: Runtime, job_id: str, lease: Lease) -> None:
         job.source_path,
         mode=rec.sample_mode,  # type: ignore[arg-type]
         fps=rec.fps,
-        size=(s.frame_size, s.frame_size),
+        size=(rt.frame_side(), rt.frame_side()),
         allowed_schemes=s.allowed_schemes,
         allow_local=True,
         timeout_s=s.open_timeout_s,
@@ -271,7 +272,7 @@ def _encode(rt: Runtime, stream_id: str, frames: list[Frame]) -> None:
     rec = rt.records.stream(stream_id)
     bind_log_context(tenant=rec.tenant)
     cfg = rt.memory.create(stream_id, rt.memory_config(rec.budget))
-    cfg.require_backend(backend.info.fingerprint)
+    cfg.require_backend(backend.info.fingerprint, backend.info.dim)
     t0 = time.perf_counter()
     tokens = backend.encode(np.stack([f.image for f in frames]))
     encode_s = time.perf_counter() - t0
@@ -342,8 +343,6 @@ def answer_question(
 
     A request its client cancelled (``AnswerChannel.cancel``) does not start, or stops generating within
     about ``AnswerConfig.stop_poll_s``; its channel then ends without an event."""
-    from model.prompt import EmptyMemory
-
     channel = AnswerChannel(rt.redis, request_id)
     if channel.cancelled():  # its client left while the task was queued
         log.info("answer cancelled by its client before it started")
@@ -354,7 +353,7 @@ def answer_question(
         got = _generate(rt, channel, stream_id, question, max_new_tokens, window)
     except OUTAGES:  # the store is down: not the question's fault (the task runs again, from the start)
         raise
-    except (EmptyMemory, UnknownStreamRecord, BackendMismatch) as e:  # purged while it waited; another model
+    except VidmemError as e:  # nothing to answer over, purged while it waited, another model, a bad question
         channel.error(e.code, str(e))
         return
     except Exception as e:  # reported to the waiting client, then re-raised for the worker's log
@@ -392,7 +391,8 @@ def _generate(
     if not rt.memory.exists(stream_id):
         raise EmptyMemory(f"stream {stream_id} has no encoded frames yet")
     state = rt.memory.state(stream_id, with_tokens=True)
-    state.config.require_backend(rt.backend().info.fingerprint)
+    info = rt.backend().info
+    state.config.require_backend(info.fingerprint, info.dim)
     lo, hi = _bounds(window)
     slots = [s for s in state.as_slots() if s.t1 >= lo and s.t0 <= hi]
     if not slots:

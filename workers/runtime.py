@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import fakeredis
 from redis import Redis
 
+from core.errors import VidmemError
 from core.settings import Settings
 from model.compressor import max_slots
-from model.families import Defaults, defaults_for
+from model.families import Defaults, defaults_for, frame_side
 from model.memory import MemoryConfig, TokenMemory
 from stream.urls import NetworkPolicy
 from workers.frames import FrameStore
@@ -71,6 +72,8 @@ class Runtime:
     """URLs come from the machine's own user (``vidmem ask``), not from clients: no network policy."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _models: dict[str, Any] = field(default_factory=dict)
+    _facts_lock: threading.Lock = field(default_factory=threading.Lock)
+    _facts: tuple[Defaults, int] | None = None
 
     @classmethod
     def create(
@@ -132,16 +135,42 @@ class Runtime:
             tls_hint=URL_TLS_HINT,
         )
 
+    def _checkpoint_facts(self) -> tuple[Defaults, int]:
+        """The model's memory defaults and frame side, read once from its config.json (not loading it, and
+        not under the models' lock, which a model load holds for minutes)."""
+        with self._facts_lock:
+            if self._facts is None:
+                self._facts = (defaults_for(self.settings.model), frame_side(self.settings.model))
+            return self._facts
+
+    def frame_side(self) -> int:
+        """The square side frames are decoded at: ``Settings.frame_size``, else the model's own."""
+        s = self.settings.frame_size
+        return s if s is not None else self._checkpoint_facts()[1]
+
     def memory_defaults(self) -> Defaults:
         """The memory settings in force: each one set in ``Settings``, else the model's default
         (``model.families``: read from the checkpoint's config, without loading it)."""
         s = self.settings
-        d = self._cached("defaults", lambda: defaults_for(s.model))
+        d = self._checkpoint_facts()[0]
         return Defaults(
             budget=d.budget if s.budget is None else s.budget,
             min_side=d.min_side if s.min_side is None else s.min_side,
             text_tokens=d.text_tokens if s.text_tokens is None else s.text_tokens,
         )
+
+    def stream_budget(self, budget: int | None) -> int:
+        """A new stream's budget: the one asked for (else the model's), refused with a 422 when it cannot
+        hold two slots of this model (a slot costs at least one token and its label's reserve)."""
+        d = self.memory_defaults()
+        chosen = budget if budget is not None else d.budget
+        if max_slots(chosen, d.text_tokens, 1) < 2:
+            least = 2 * (1 + d.text_tokens)
+            raise VidmemError(
+                f"budget {chosen} holds fewer than two slots of this model: give at least {least}",
+                code="validation_error",
+            )
+        return chosen
 
     def memory_config(self, budget: int) -> MemoryConfig:
         """The memory config of a new stream: geometry and fingerprint from the loaded backend, the rest

@@ -156,7 +156,7 @@ def _new_record(
         source=source,
         state="connecting",
         fps=fps or rt.settings.fps,
-        budget=budget or rt.memory_defaults().budget,
+        budget=rt.stream_budget(budget),
         sample_mode=mode,
         created_at=time.time(),
         tenant=tenant,

@@ -124,8 +124,8 @@ def test_a_live_holder_keeps_its_job(rt: Runtime, clip: Path) -> None:
 def _frames(rt: Runtime, clip: Path) -> list[Any]:
     from stream.sampling import sample_frames
 
-    s = rt.settings
-    return list(sample_frames(str(clip), fps=2.0, size=(s.frame_size, s.frame_size), allow_local=True))
+    side = rt.frame_side()
+    return list(sample_frames(str(clip), fps=2.0, size=(side, side), allow_local=True))
 
 
 def test_expired_frames_fail_the_job_instead_of_hanging(rt: Runtime, clip: Path) -> None:
