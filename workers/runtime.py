@@ -5,6 +5,7 @@ Models load lazily, once per process (the API process never loads them: it never
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ URL_POLICY_HINT = "to allow a network, set VIDMEM_URL_ALLOWED_NETWORKS, e.g. '[\
 
 URL_TLS_HINT = "certificates are checked by VIDMEM_URL_VERIFY_TLS (public, always or never)"
 """Appended to a refused TLS certificate of a URL (``NetworkPolicy.tls_hint``)."""
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from model.backend import Backend
@@ -140,7 +143,7 @@ class Runtime:
         not under the models' lock, which a model load holds for minutes)."""
         with self._facts_lock:
             if self._facts is None:
-                self._facts = (defaults_for(self.settings.model), frame_side(self.settings.model))
+                self._facts = _checkpoint_facts(self.settings.model)
             return self._facts
 
     def frame_side(self) -> int:
@@ -194,3 +197,19 @@ class Runtime:
             dtype=self.settings.storage_dtype,
             backend=info.fingerprint,
         )
+
+
+UNREAD = (Defaults(budget=2048, min_side=1, text_tokens=8), 384)
+"""The memory defaults and frame side used when the model's config.json cannot be read here (an API
+process without the hub cache): vidmem's defaults from before there were several families."""
+
+
+def _checkpoint_facts(model: str) -> tuple[Defaults, int]:
+    """The model's memory defaults and frame side (``model.families``), or ``UNREAD``'s, said once."""
+    try:
+        return defaults_for(model), frame_side(model)
+    except (ValueError, OSError) as e:
+        log.warning("the model's defaults are not readable here (%s): budget %d, frame side %d; set "
+                    "VIDMEM_BUDGET and VIDMEM_FRAME_SIZE, or give this process the model's files",
+                    e, UNREAD[0].budget, UNREAD[1])  # fmt: skip
+        return UNREAD

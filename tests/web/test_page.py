@@ -9,12 +9,14 @@ artifact, never compared.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.procs import embedded_env, run_api
 from tests.stream.live_helpers import wait_until
 from tests.web.conftest import WATCHDOG_S, BrowserPage, Server
 
@@ -228,3 +230,34 @@ def test_page_runs_under_its_security_policy(browser_page: BrowserPage, server: 
     wait_until(lambda: len(browser_page.csp_violations) >= 3, 5, "the violations reported")
     reported = " ".join(browser_page.csp_violations)
     assert "script-src" in reported and "style-src" in reported, browser_page.csp_violations
+
+
+@pytest.fixture(scope="module")
+def qwen3_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[Server]:
+    """``vidmem serve`` with ``tiny-qwen3-vl`` (token-id prompts, M-RoPE, DeepStack levels)."""
+    logs = tmp_path_factory.mktemp("serve_qwen3")
+    env = embedded_env(model_cache, logs / "uploads", model="tiny-qwen3-vl", budget=512, max_new_tokens=8)
+    with run_api(env, logs) as (base, proc):
+        yield Server(base, proc)
+
+
+def test_the_page_works_unchanged_with_qwen3(
+    browser_page: BrowserPage, qwen3_server: Server, camera_clip: Path
+) -> None:
+    """The page knows nothing of the model: an upload completes and a question streams its answer."""
+    page = browser_page.page
+    page.goto(qwen3_server.base + "/")
+    page.set_input_files("#upload-file", str(camera_clip))
+    page.fill("#upload-fps", "0.5")
+    page.click("#upload")
+    page.wait_for_selector("#upload-status[data-state=done]", timeout=120_000)
+    sid = page.get_attribute("#selected-stream", "data-stream-id")
+    assert sid and _view(qwen3_server, sid)["frames_encoded"] > 0
+    page.wait_for_function("() => document.querySelectorAll('#timeline .slot img.thumb').length > 0")
+    page.fill("#question", "What did the camera show?")
+    page.click("#ask")
+    page.wait_for_selector("#answer-status[data-state=done]", timeout=60_000)
+    assert (page.text_content("#answer") or "").strip(), "no answer shown"
+    assert "slot" in (page.text_content("#answer-meta") or "")
+    assert not page.is_visible("#error"), page.text_content("#error")
+    assert browser_page.csp_violations == [], browser_page.csp_violations
