@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 bash scripts/setup.sh dev
 bash scripts/lint.sh
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 "$@"

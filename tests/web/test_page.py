@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Playwright
 
 from tests.integration.procs import embedded_env, run_api
 from tests.stream.live_helpers import wait_until
-from tests.web.conftest import WATCHDOG_S, BrowserPage, Server
+from tests.web.conftest import WATCHDOG_S, BrowserPage, Server, _browser_page
 
 pytestmark = pytest.mark.integration
 
@@ -242,9 +243,14 @@ def qwen3_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) ->
 
 
 def test_the_page_works_unchanged_with_qwen3(
-    browser_page: BrowserPage, qwen3_server: Server, camera_clip: Path
+    camera: Path, playwright: Playwright, tmp_path: Path, qwen3_server: Server, camera_clip: Path
 ) -> None:
     """The page knows nothing of the model: an upload completes and a question streams its answer."""
+    with _browser_page(camera, playwright, tmp_path / "chromium.log", qwen3_server.base) as bp:
+        _upload_and_ask(bp, qwen3_server, camera_clip)
+
+
+def _upload_and_ask(browser_page: BrowserPage, qwen3_server: Server, camera_clip: Path) -> None:
     page = browser_page.page
     page.goto(qwen3_server.base + "/")
     page.set_input_files("#upload-file", str(camera_clip))
