@@ -31,7 +31,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 from model import compressor
@@ -46,6 +45,7 @@ from model.dynamic_ckpt import (
     local_dir,
 )
 from model.families import fingerprint
+from model.pixels import square_pixels
 from model.presets import resolve_model
 from model.prompt import (
     Prompt,
@@ -113,16 +113,7 @@ class DynamicVLMBackend:
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """images: [F, H, W, 3] uint8 RGB -> pixels [F, 3, S, S] (S = image_size) in the model dtype."""
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames [F, H, W, 3], got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
-        size = self.image_size
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255)
-        x = (x / 255.0 - self._mean) / self._std
-        return x.to(self.dtype)
+        return square_pixels(images, self.image_size, self._mean, self._std).to(self.dtype)
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:

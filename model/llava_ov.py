@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from model import compressor
 from model.backend import BackendInfo, LoadConfig
 from model.families import fingerprint
+from model.pixels import square_pixels
 from model.presets import resolve_model
 from model.presets_llava import SIGLIP_MEAN, SIGLIP_STD
 from model.prompt import (
@@ -127,16 +127,7 @@ class LlavaOVBackend:
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """images: [F, H, W, 3] uint8 RGB -> pixels [F, 3, S, S] (S = image_size) in the model dtype."""
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames [F, H, W, 3], got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
-        size = self.image_size
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255)
-        x = (x * self.norm.rescale - self._mean) / self._std
-        return x.to(self.dtype)
+        return square_pixels(images, self.image_size, self._mean, self._std, self.norm.rescale).to(self.dtype)
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:

@@ -40,7 +40,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLForConditionalGeneration
 from transformers.utils import cached_file
 
@@ -49,6 +48,7 @@ from model.backend import BackendInfo, LoadConfig
 from model.families import fingerprint
 from model.llava_ov import Normalisation, read_normalisation
 from model.mrope import Segment, generate_positions
+from model.pixels import square_pixels
 from model.presets import resolve_model
 from model.presets_qwen25 import CLIP_MEAN, CLIP_STD
 from model.prompt import (
@@ -154,16 +154,7 @@ class Qwen25VLBackend:
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """images: [F, H, W, 3] uint8 RGB -> normalised pixels [F, 3, S, S] float32 (S = image_size)."""
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames [F, H, W, 3], got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
-        size = self.image_size
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255)
-        # Divided (not multiplied by 1/255): bit-identical to transformers' Qwen2VL image processor.
-        return (x / (1.0 / self.norm.rescale) - self._mean) / self._std
+        return square_pixels(images, self.image_size, self._mean, self._std, self.norm.rescale)
 
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:

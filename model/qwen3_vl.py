@@ -51,7 +51,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import (
     AutoConfig,
     AutoTokenizer,
@@ -65,6 +64,7 @@ from model import compressor
 from model.backend import BackendInfo, LoadConfig
 from model.families import fingerprint
 from model.llava_ov import read_normalisation
+from model.pixels import square_pixels
 from model.presets import resolve_model
 from model.prompt import Prompt, PromptConfig, check_layout, flat_tokens, label_tokens
 from model.qwen3_vl_prompt import QWEN3_SLOT, video_prompt
@@ -153,15 +153,7 @@ class Qwen3VLBackend:
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
         """images: [F, H, W, 3] uint8 RGB -> pixels [F, 3, S, S] float32 (S = image_size), normalised."""
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames [F, H, W, 3], got {images.dtype} {images.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        x = x.permute(0, 3, 1, 2).to(torch.float32)
-        size = self.image_size
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-            x = x.round().clamp(0, 255)
-        return (x * self.norm.rescale - self._mean) / self._std
+        return square_pixels(images, self.image_size, self._mean, self._std, self.norm.rescale)
 
     def pixel_values(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """images [F, H, W, 3] uint8 -> (pixel_values_videos [F * 4s², 3 * 2 * 16²] in the model dtype,
