@@ -45,7 +45,7 @@ from model.dynamic_ckpt import (
     local_dir,
 )
 from model.families import fingerprint
-from model.pixels import square_pixels
+from model.pixels import encode_in_batches, square_pixels
 from model.presets import resolve_model
 from model.prompt import (
     Prompt,
@@ -118,14 +118,7 @@ class DynamicVLMBackend:
     @torch.inference_mode()
     def encode(self, images: np.ndarray) -> np.ndarray:
         """images: [F, H, W, 3] uint8 RGB -> tokens [F, s_max, s_max, dim] float32 (vision features)."""
-        s, d = self.s_max, self.dim
-        out = [
-            self._encode_batch(images[i : i + self.config.max_batch])
-            for i in range(0, len(images), self.config.max_batch)
-        ]
-        if not out:
-            return np.zeros((0, s, s, d), np.float32)
-        return np.concatenate(out).reshape(len(images), s, s, d)
+        return encode_in_batches(images, self.config.max_batch, self._encode_batch, self.s_max, self.dim)
 
     def _encode_batch(self, images: np.ndarray) -> np.ndarray:
         """[B, H, W, 3] uint8 -> [B, s_max * s_max, dim] float32: the selected layer, CLS dropped."""

@@ -11,14 +11,13 @@ loaded through ``from_pretrained`` like any checkpoint.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerFast
 
-from model.preset_files import save_checkpoint
+from model.preset_files import PresetSpec, random_model, save_checkpoint
 from model.qwen_vocab import QWEN2_SPECIALS, qwen_tokenizer
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -41,22 +40,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PresetSpec:
-    """Architecture of one preset: SigLIP vision tower + Qwen2 LLM (sizes as in the hub configs)."""
-
-    vision: dict[str, Any]
-    text: dict[str, Any]
-    vocab_size: int | None  # None: the tokenizer's size
-    tie_embeddings: bool
-    save_dtype: torch.dtype
-    lm_scale: float = 1.0
-    """Factor on the LLM's decoder matrices after the library's init (std 0.02). At tiny widths
-    the residual branches are then negligible and greedy decoding repeats the last prompt token;
-    a larger scale gives varied answers (useful for streaming tests and demos)."""
-    seed: int = 0
 
 
 _SIGLIP_SO400M: dict[str, Any] = {
@@ -184,14 +167,7 @@ def build(name: str, out_dir: Path) -> None:
     spec = PRESETS[name]
     tokenizer = qwen_tokenizer(SPECIAL_TOKENS, CHAT_TEMPLATE)
     config = preset_config(name, tokenizer)
-    torch.manual_seed(spec.seed)
-    # Built directly in the saved dtype: random-7b in fp32 would need 32 GB of RAM.
-    model = LlavaOnevisionForConditionalGeneration._from_config(config, dtype=spec.save_dtype).eval()
-    if spec.lm_scale != 1.0:
-        with torch.no_grad():
-            for param in model.model.language_model.layers.parameters():
-                if param.ndim == 2:
-                    param.mul_(spec.lm_scale)
+    model = random_model(LlavaOnevisionForConditionalGeneration, config, spec)
     size = int(config.vision_config.image_size)  # type: ignore[union-attr]
     save_checkpoint(model, tokenizer, out_dir, {"preprocessor_config.json": _preprocessor_config(size)})
 

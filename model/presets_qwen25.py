@@ -14,14 +14,13 @@ This module knows nothing about frames, memory or prompts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-from model.preset_files import save_checkpoint
+from model.preset_files import PresetSpec, random_model, save_checkpoint
 from model.qwen_vocab import QWEN25_SPECIALS, qwen_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -58,22 +57,6 @@ TOKEN_IDS = {
     "video_token_id": ("<|video_pad|>", 151656),
 }
 """Config field -> (token, id in Qwen2.5-VL-7B-Instruct's config.json)."""
-
-
-@dataclass(frozen=True, slots=True)
-class PresetSpec:
-    """Architecture of one preset: the Qwen2.5-VL ViT + a Qwen2.5 LLM."""
-
-    vision: dict[str, Any]
-    text: dict[str, Any]
-    vocab_size: int | None  # None: the tokenizer's size
-    tie_embeddings: bool
-    save_dtype: torch.dtype
-    lm_scale: float = 1.0
-    """Factor on the LLM's decoder matrices after the library's init (std 0.02). At tiny widths the
-    residual branches are then negligible and greedy decoding repeats the last prompt token; a larger
-    scale gives varied answers (as in ``presets_llava``)."""
-    seed: int = 0
 
 
 PRESETS: dict[str, PresetSpec] = {
@@ -211,14 +194,7 @@ def build(name: str, out_dir: Path) -> None:
     spec = PRESETS[name]
     tokenizer = qwen_tokenizer(QWEN25_SPECIALS, CHAT_TEMPLATE)
     config = preset_config(name, tokenizer)
-    torch.manual_seed(spec.seed)
-    # Built directly in the saved dtype: the 7B preset in fp32 would need 33 GB of RAM.
-    model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=spec.save_dtype).eval()
-    if spec.lm_scale != 1.0:
-        with torch.no_grad():
-            for param in model.model.language_model.layers.parameters():
-                if param.ndim == 2:
-                    param.mul_(spec.lm_scale)
+    model = random_model(Qwen2_5_VLForConditionalGeneration, config, spec)
     save_checkpoint(model, tokenizer, out_dir, {"preprocessor_config.json": preprocessor_config(config)})
 
 

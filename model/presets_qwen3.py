@@ -11,14 +11,13 @@ does), and ``preprocessor_config.json``/``video_preprocessor_config.json`` (mean
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-from model.preset_files import save_checkpoint
+from model.preset_files import PresetSpec, random_model, save_checkpoint
 from model.qwen_vocab import QWEN3_SPECIALS, qwen_tokenizer
 
 QWEN3_VL_MEAN = (0.5, 0.5, 0.5)
@@ -48,21 +47,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PresetSpec:
-    """Architecture of one preset: Qwen3-VL ViT (with DeepStack) + Qwen3 LLM."""
-
-    vision: dict[str, Any]
-    text: dict[str, Any]
-    vocab_size: int | None  # None: the tokenizer's size
-    tie_embeddings: bool
-    save_dtype: torch.dtype
-    lm_scale: float = 1.0
-    """Factor on the LLM's decoder matrices after init (as ``presets_llava``): at tiny widths greedy
-    decoding otherwise repeats the last prompt token; a larger scale gives varied answers."""
-    seed: int = 0
 
 
 PRESETS: dict[str, PresetSpec] = {
@@ -192,14 +176,7 @@ def build(name: str, out_dir: Path) -> None:
     spec = PRESETS[name]
     tokenizer = qwen_tokenizer(QWEN3_SPECIALS, CHAT_TEMPLATE)
     config = preset_config(name, tokenizer)
-    torch.manual_seed(spec.seed)
-    # Built directly in the saved dtype: the 8B in fp32 would need 35 GB of RAM.
-    model = Qwen3VLForConditionalGeneration._from_config(config, dtype=spec.save_dtype).eval()
-    if spec.lm_scale != 1.0:
-        with torch.no_grad():
-            for param in model.model.language_model.layers.parameters():
-                if param.ndim == 2:
-                    param.mul_(spec.lm_scale)
+    model = random_model(Qwen3VLForConditionalGeneration, config, spec)
     pre = _preprocessor_config()
     save_checkpoint(
         model, tokenizer, out_dir, {"preprocessor_config.json": pre, "video_preprocessor_config.json": pre}

@@ -64,7 +64,7 @@ from model import compressor
 from model.backend import BackendInfo, LoadConfig
 from model.families import fingerprint
 from model.llava_ov import read_normalisation
-from model.pixels import square_pixels
+from model.pixels import encode_in_batches, square_pixels
 from model.presets import resolve_model
 from model.prompt import Prompt, PromptConfig, check_layout, flat_tokens, label_tokens
 from model.qwen3_vl_prompt import QWEN3_SLOT, video_prompt
@@ -167,14 +167,7 @@ class Qwen3VLBackend:
     def encode(self, images: np.ndarray) -> np.ndarray:
         """images: [F, H, W, 3] uint8 RGB -> tokens [F, s_max, s_max, dim] float32 (main grid, then
         each DeepStack level, on the channel axis)."""
-        s, d = self.s_max, self.dim
-        out = [
-            self._encode_batch(images[i : i + self.config.max_batch])
-            for i in range(0, len(images), self.config.max_batch)
-        ]
-        if not out:
-            return np.zeros((0, s, s, d), np.float32)
-        return np.concatenate(out).reshape(len(images), s, s, d)
+        return encode_in_batches(images, self.config.max_batch, self._encode_batch, self.s_max, self.dim)
 
     def _encode_batch(self, images: np.ndarray) -> np.ndarray:
         """[B, H, W, 3] uint8 -> [B, s_max * s_max, dim] float32."""
